@@ -1,0 +1,5 @@
+import sys
+
+from asuka.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+"""Shared fixtures. Tests build tiny random models; nothing touches the network."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+# Two cores are shared by the whole suite; more threads than that only adds contention.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def generator():
+    return torch.Generator().manual_seed(0)
