@@ -1,0 +1,147 @@
+"""Per-image metrics that need no network weights.
+
+All take ``pred``, ``gt`` as ``(B,3,H,W)`` tensors in [-1, 1] and ``mask`` as ``(B,1,H,W)``
+(1 = hole, binarised at 0.5), evaluate the composite ``pred * m + gt * (1 - m)`` and return a
+float64 tensor ``(B,)`` on the CPU, one value per image.
+
+* :func:`psnr`, :func:`ssim` -- the ASUKA release's conventions (PSNR on [0, 1] with a 1e-7
+  guard; SSIM of grayscale images through scikit-image).
+* :func:`boundary_gradient` -- the release's mask-boundary gradient error (``cal_grad.py``).
+* :func:`boundary_color_shift` -- CIEDE2000 colour jump across the hole boundary, relative to
+  the ground truth's own jump (the "visual consistency" ASUKA's decoder targets).
+* :func:`seed_variance` -- how much the fill changes across random seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.color import deltaE_ciede2000, rgb2lab
+from skimage.metrics import structural_similarity
+from torchvision.transforms.functional import rgb_to_grayscale
+
+from asuka.errors import InputError
+from asuka.metrics.composite import check_images, composite, hole, to_unit
+
+
+def _hole_numpy(mask: torch.Tensor) -> np.ndarray:
+    """``(B,1,H,W)`` mask -> bool array ``(B,H,W)``, True in the hole."""
+    return hole(mask)[:, 0].cpu().numpy()
+
+
+def psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """PSNR in dB of the composite against ``gt`` on the [0, 1] scale: ``-10 log10(mse + eps)``.
+
+    The mean squared error runs over all pixels and channels of each image. ``eps = 1e-7``
+    is the ASUKA release's guard (it caps identical images at 70 dB and changes the value by
+    less than 0.001 dB for any mse above 1e-4); ``eps = 0`` gives scikit-image's
+    ``peak_signal_noise_ratio(data_range=1)`` exactly (``inf`` for identical images).
+    """
+    fake = to_unit(composite(pred, gt, mask)).double()
+    real = to_unit(gt).double()
+    mse = ((fake - real) ** 2).flatten(1).mean(1)
+    return (-10 * torch.log10(mse + eps)).cpu()
+
+
+def ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SSIM of the grayscale composite against grayscale ``gt`` (the release's convention).
+
+    Grayscale is torchvision's ``rgb_to_grayscale`` (0.2989 R + 0.587 G + 0.114 B) of [0, 1]
+    images, then ``skimage.metrics.structural_similarity(data_range=1)`` with its defaults
+    (7x7 uniform window, sample covariance). Images must be at least 7x7.
+    """
+    fake = rgb_to_grayscale(to_unit(composite(pred, gt, mask)))[:, 0].double().cpu().numpy()
+    real = rgb_to_grayscale(to_unit(gt))[:, 0].double().cpu().numpy()
+    if min(real.shape[1:]) < 7:
+        raise InputError(f"ssim: images must be at least 7x7 pixels, got {real.shape[1]}x{real.shape[2]}")
+    return torch.tensor([structural_similarity(f, r, data_range=1.0) for f, r in zip(fake, real)],
+                        dtype=torch.float64)
+
+
+def boundary_gradient(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean Sobel-gradient error along the mask edge (the release's ``cal_grad.py``).
+
+    Per colour channel, on the 0..255 scale: the 3x3 Sobel gradients (x and y) of the composite
+    minus those of ``gt``; the magnitude of that difference averaged over the pixels that
+    ``cv2.Canny(mask, 100, 200)`` marks as the mask's edge; then the mean over the three
+    channels. 0 where the mask has no edge (empty or full mask), as in the release.
+    Lower is better: a seam or a blurred boundary raises it.
+    """
+    fake = (composite(pred, gt, mask).double() + 1) * 127.5
+    real = (gt.double() + 1) * 127.5
+    fake = fake.permute(0, 2, 3, 1).cpu().numpy()
+    real = real.permute(0, 2, 3, 1).cpu().numpy()
+    holes = _hole_numpy(mask)
+    out = []
+    for f, r, m in zip(fake, real, holes):
+        edges = cv2.Canny(m.astype(np.uint8) * 255, 100, 200) > 0
+        if not edges.any():
+            out.append(0.0)
+            continue
+        per_channel = []
+        for c in range(3):
+            dx = cv2.Sobel(f[..., c], cv2.CV_64F, 1, 0, ksize=3) - cv2.Sobel(r[..., c], cv2.CV_64F, 1, 0, ksize=3)
+            dy = cv2.Sobel(f[..., c], cv2.CV_64F, 0, 1, ksize=3) - cv2.Sobel(r[..., c], cv2.CV_64F, 0, 1, ksize=3)
+            per_channel.append(np.sqrt(dx**2 + dy**2)[edges].mean())
+        out.append(float(np.mean(per_channel)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def boundary_color_shift(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *,
+                         band: int = 4) -> torch.Tensor:
+    """Colour jump across the hole boundary, in CIEDE2000 units, relative to the ground truth.
+
+    Every hole pixel within ``band`` pixels (Euclidean) of a known pixel is paired with its
+    nearest known pixel, just outside the hole. The mean CIEDE2000 difference (CIE Lab,
+    D65, via scikit-image) over these pairs is computed on the composite and on ``gt``; the
+    result is composite minus ``gt``. 0 when ``pred == gt``; it grows when the fill's colour
+    is shifted against its surroundings. It can be slightly negative (a fill smoother than
+    the real texture at the edge). NaN for an image whose mask has no hole or no known pixel.
+    """
+    if band < 1:
+        raise InputError(f"boundary_color_shift: band must be >= 1 pixel, got {band}")
+    fake = to_unit(composite(pred, gt, mask)).double().permute(0, 2, 3, 1).cpu().numpy()
+    real = to_unit(gt).double().permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for f, r, m in zip(fake, real, _hole_numpy(mask)):
+        if not m.any() or m.all():
+            out.append(float("nan"))
+            continue
+        # distance of each hole pixel to the nearest known pixel, and that pixel's coordinates
+        dist, nearest = ndimage.distance_transform_edt(m, return_indices=True)
+        inner = np.nonzero(m & (dist <= band))
+        outer = (nearest[0][inner], nearest[1][inner])
+        # convert only the pixels involved: Lab of a whole 512x512 image costs 10x more
+        pts = np.concatenate([np.stack(inner, 1), np.stack(outer, 1)])
+        idx = (pts[:, 0], pts[:, 1])
+        n = len(inner[0])
+        lab_f, lab_r = rgb2lab(f[idx]), rgb2lab(r[idx])
+        jump_f = deltaE_ciede2000(lab_f[:n], lab_f[n:]).mean()
+        jump_r = deltaE_ciede2000(lab_r[:n], lab_r[n:]).mean()
+        out.append(float(jump_f - jump_r))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def seed_variance(samples: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """Per-pixel variance across seeds inside the hole, averaged over hole pixels and channels.
+
+    samples: ``(S,B,3,H,W)`` tensor or a sequence of ``S >= 2`` tensors ``(B,3,H,W)`` in [-1, 1]
+    (the same inputs inpainted with ``S`` different seeds); mask: ``(B,1,H,W)``, 1 = hole.
+    The variance is the population variance (divisor ``S``) on the [0, 1] scale. Returns
+    ``(B,)`` float64; 0 for identical runs, NaN for an image without a hole.
+    """
+    if not isinstance(samples, torch.Tensor):
+        samples = torch.stack(list(samples))
+    if samples.ndim != 5 or samples.shape[0] < 2:
+        raise InputError(f"seed_variance: expected samples (S>=2, B, 3, H, W), got {tuple(samples.shape)}")
+    for s in samples:
+        check_images(s, s, mask)
+    var = to_unit(samples).double().var(dim=0, correction=0).mean(1)  # (B,H,W)
+    m = hole(mask)[:, 0]
+    count = m.flatten(1).sum(1)
+    total = (var * m).flatten(1).sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan"))).cpu()
