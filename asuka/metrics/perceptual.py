@@ -1,0 +1,69 @@
+"""LPIPS (AlexNet) through the ``lpips`` package, with the backbone loaded from a local file.
+
+The ``lpips`` wheel ships only its small linear heads; the AlexNet backbone normally comes
+from torchvision's download cache. Nothing is downloaded here: the ImageNet AlexNet weights
+are read from the torch hub cache (``$TORCH_HOME/hub/checkpoints/alexnet-owt-7be5be79.pth``)
+or from an explicit path, and a clear error says where to put them when they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from asuka.errors import InputError
+from asuka.metrics.composite import composite
+
+
+def hub_checkpoint_path(url: str) -> Path:
+    """Where ``torch.hub``/torchvision keep a downloaded checkpoint for ``url``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def load_lpips(*, device: str | torch.device = "cpu", random_backbone: bool = False,
+               backbone_path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """LPIPS v0.1 with the AlexNet backbone (the paper's setting), in eval mode on ``device``.
+
+    backbone_path: torchvision's AlexNet ImageNet state dict; default: the torch hub cache.
+    random_backbone: build a randomly initialised backbone instead (``lpips``' ``pnet_rand``)
+        -- for offline tests only: the numbers mean nothing.
+    Call the result as ``model(a, b)`` with ``(B,3,H,W)`` images in [-1, 1] -> ``(B,1,1,1)``.
+    """
+    import lpips
+    from torchvision.models import AlexNet_Weights, alexnet
+
+    from asuka.models._checks import load_checked, read_checkpoint
+
+    # pnet_rand=True keeps lpips from asking torchvision to download the backbone; the
+    # linear heads still come from the lpips wheel. Real backbone weights are copied in below.
+    with warnings.catch_warnings():  # lpips still calls torchvision with the old `pretrained=`
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
+    if not random_backbone:
+        url = AlexNet_Weights.IMAGENET1K_V1.url
+        path = Path(backbone_path) if backbone_path is not None else hub_checkpoint_path(url)
+        if not path.is_file():
+            raise InputError(
+                f"LPIPS needs torchvision's ImageNet AlexNet weights, not found at {path}. "
+                f"Download {url} and put it there (or set TORCH_HOME), or pass its path; "
+                "--no-lpips skips LPIPS"
+            )
+        reference = load_checked(alexnet(weights=None), read_checkpoint(str(path), what="AlexNet"),
+                                 what=f"AlexNet backbone for LPIPS ({path})")
+        # lpips splits alexnet.features into slices that keep the original child indices
+        for block in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
+            for index, layer in block.named_children():
+                layer.load_state_dict(reference.features[int(index)].state_dict())
+    return model.eval().to(device)
+
+
+@torch.no_grad()
+def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """LPIPS between the composite and ``gt``: ``(B,)`` float32 on the images' device.
+
+    pred, gt: ``(B,3,H,W)`` in [-1, 1]; mask: ``(B,1,H,W)``, 1 = hole; model from :func:`load_lpips`.
+    """
+    return model(composite(pred, gt, mask), gt).flatten()
