@@ -1,0 +1,196 @@
+"""Tiny random models for tests and examples, and the full SD-1.5-inpainting configs.
+
+* :func:`tiny_components` / :func:`tiny_pipeline`: every component of
+  :class:`~asuka.pipeline.AsukaInpaintPipeline` at toy size (64 px working resolution,
+  32-d condition); a whole inference takes well under a second on a CPU. Weights are random
+  but fixed by ``seed``.
+* :func:`sd15_unet_config`, :func:`sd15_vae_config`, :func:`sd15_scheduler_config`: the real
+  SD-1.5-inpainting architecture (build it with random weights for speed / memory checks,
+  since the weights cannot be downloaded here).
+
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Working resolution of the tiny pipeline: UNet sample_size 32 x VAE factor 2.
+TINY_RESOLUTION = 64
+#: Token width of the tiny condition (UNet cross_attention_dim).
+TINY_CROSS_DIM = 32
+
+
+# --------------------------------------------------------------------------------------------
+# Full-size configs (facts from SD15_INPAINT.md)
+# --------------------------------------------------------------------------------------------
+def sd15_unet_config() -> dict:
+    """``UNet2DConditionModel`` config of SD-1.5-inpainting (9 input channels, ~860M params)."""
+    return dict(
+        sample_size=64,
+        in_channels=9,
+        out_channels=4,
+        center_input_sample=False,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(320, 640, 1280, 1280),
+        layers_per_block=2,
+        downsample_padding=1,
+        mid_block_scale_factor=1,
+        act_fn="silu",
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        cross_attention_dim=768,
+        attention_head_dim=8,
+    )
+
+
+def sd15_vae_config() -> dict:
+    """``AutoencoderKL`` config of SD-1.5 (~84M params, factor 8, scaling 0.18215)."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        act_fn="silu",
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+
+
+def sd15_scheduler_config() -> dict:
+    """SD-1.5's training noise schedule; valid for any diffusers scheduler's ``from_config``."""
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny components
+# --------------------------------------------------------------------------------------------
+def tiny_unet_config() -> dict:
+    """The tiny 9-channel UNet diffusers' own inpainting tests use."""
+    return dict(
+        sample_size=32,
+        in_channels=9,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_CROSS_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def tiny_vae_config() -> dict:
+    """A tiny ``AutoencoderKL`` (factor 2, 4 latent channels)."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=TINY_RESOLUTION,
+        scaling_factor=0.18215,
+    )
+
+
+def tiny_text_encoder(seed: int = 0):
+    """A tiny CLIP text encoder (width 32) and a byte-level CLIP tokenizer (no merges, 77 tokens).
+
+    Returns ``(text_encoder, tokenizer)``; built offline (no vocabulary download).
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    # GPT-2 / CLIP byte-to-unicode alphabet: every byte is one symbol, so any text tokenizes.
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes, extra = list(printable), 0
+    for byte in range(256):
+        if byte not in printable:
+            codes.append(256 + extra)
+            extra += 1
+    symbols = [chr(c) for c in codes]
+    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+    config = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=TINY_CROSS_DIM, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(config).eval()
+    return text_encoder, tokenizer
+
+
+def tiny_components(seed: int = 0, *, text_encoder: bool = False, scheduler: str = "ddim") -> dict:
+    """Every pipeline component at toy size, random weights fixed by ``seed``.
+
+    MAE (``"tiny"`` preset: 32 px, 4x4 tokens of width 32), aligner (32 -> 32), UNet (9 channels,
+    blocks (32, 64), cross_attention_dim 32, sample_size 32), AutoencoderKL (blocks (32, 64),
+    factor 2), the ASUKA decoder initialised from that VAE, and a DDIM (``scheduler="ddim"``) or
+    PNDM (``"pndm"``) scheduler with the SD-1.5 noise schedule. ``text_encoder=True`` adds a tiny
+    CLIP text encoder and tokenizer. Every model is in eval mode, fp32, on the CPU.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, UNet2DConditionModel
+
+    from asuka.models.aligner import AsukaAligner
+    from asuka.models.decoder import MaskConditionedDecoder
+    from asuka.models.mae import MAEPrior
+
+    if scheduler not in ("ddim", "pndm"):
+        raise ValueError(f"scheduler must be 'ddim' or 'pndm', got {scheduler!r}")
+    # Each model from its own seed, so adding a component never changes the others' weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mae = MAEPrior.from_preset("tiny")
+        torch.manual_seed(seed + 1)
+        aligner = AsukaAligner.from_preset("tiny", dim=TINY_CROSS_DIM)
+        torch.manual_seed(seed + 2)
+        unet = UNet2DConditionModel(**tiny_unet_config())
+        torch.manual_seed(seed + 3)
+        vae = AutoencoderKL(**tiny_vae_config())
+    decoder = MaskConditionedDecoder.from_autoencoder_kl(vae, seed=seed + 4)
+    if scheduler == "ddim":
+        sampler = DDIMScheduler.from_config(sd15_scheduler_config())
+    else:  # PLMS only, as the SD-1.5 repositories configure PNDM
+        sampler = PNDMScheduler.from_config({**sd15_scheduler_config(), "skip_prk_steps": True})
+    components = dict(
+        mae=mae.eval(), aligner=aligner.eval(), unet=unet.eval(), vae=vae.eval(),
+        scheduler=sampler, decoder=decoder.eval(),
+        text_encoder=None, tokenizer=None,
+    )
+    if text_encoder:
+        components["text_encoder"], components["tokenizer"] = tiny_text_encoder(seed + 5)
+    return components
+
+
+def tiny_pipeline(seed: int = 0, **kwargs):
+    """A tiny :class:`~asuka.pipeline.AsukaInpaintPipeline` (see :func:`tiny_components`),
+    progress bar off."""
+    from asuka.pipeline import AsukaInpaintPipeline
+
+    pipe = AsukaInpaintPipeline(**tiny_components(seed, **kwargs))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
