@@ -223,17 +223,21 @@ def check_output_dir(out_dir, input_dirs) -> Path:
 
 
 def evaluate_folders(pred_dir, gt_dir, mask_dir, *, evaluator: InpaintingEvaluator, batch_size: int = 16,
-                     num_workers: int = 0, domains: bool = True, progress: bool = False) -> EvaluationReport:
+                     num_workers: int = 0, domains: bool = True, progress: bool = False,
+                     triplets: list[Triplet] | None = None) -> EvaluationReport:
     """Evaluate the files of three folders with ``evaluator``; streams, never keeps images.
 
     domains: group the report by MISATO domain when every name is a MISATO index (0000-1999).
+    triplets: the already checked result of :func:`match_folders` + :func:`check_files`
+        (to validate inputs before loading networks); default: done here.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise InputError(f"number of workers must be >= 0, got {num_workers}")
-    triplets = match_folders(pred_dir, gt_dir, mask_dir)
-    check_files(triplets)
+    if triplets is None:
+        triplets = match_folders(pred_dir, gt_dir, mask_dir)
+        check_files(triplets)
     group_of = (misato_domains(t.name for t in triplets) if domains else None) or {}
     loader = DataLoader(TripletDataset(triplets), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_as_list, shuffle=False)

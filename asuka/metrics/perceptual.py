@@ -33,14 +33,14 @@ def load_lpips(*, device: str | torch.device = "cpu", random_backbone: bool = Fa
     Call the result as ``model(a, b)`` with ``(B,3,H,W)`` images in [-1, 1] -> ``(B,1,1,1)``.
     """
     import lpips
-    from torchvision.models import AlexNet_Weights, alexnet
+    from torchvision.models import AlexNet_Weights
 
-    from asuka.models._checks import load_checked, read_checkpoint
+    from asuka.models._checks import check_state_dict, read_checkpoint
 
-    # pnet_rand=True keeps lpips from asking torchvision to download the backbone; the
-    # linear heads still come from the lpips wheel. Real backbone weights are copied in below.
     with warnings.catch_warnings():  # lpips still calls torchvision with the old `pretrained=`
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        # pnet_rand=True keeps lpips from asking torchvision to download the backbone; the
+        # linear heads still come from the lpips wheel. Real backbone weights are copied in below.
         model = lpips.LPIPS(net="alex", version="0.1", pnet_rand=True, verbose=False)
     if not random_backbone:
         url = AlexNet_Weights.IMAGENET1K_V1.url
@@ -51,12 +51,16 @@ def load_lpips(*, device: str | torch.device = "cpu", random_backbone: bool = Fa
                 f"Download {url} and put it there (or set TORCH_HOME), or pass its path; "
                 "--no-lpips skips LPIPS"
             )
-        reference = load_checked(alexnet(weights=None), read_checkpoint(str(path), what="AlexNet"),
-                                 what=f"AlexNet backbone for LPIPS ({path})")
-        # lpips splits alexnet.features into slices that keep the original child indices
-        for block in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
-            for index, layer in block.named_children():
-                layer.load_state_dict(reference.features[int(index)].state_dict())
+        # lpips splits alexnet.features into slices that keep the original child indices:
+        # torchvision key features.<i>.<param> is lpips key slice<k>.<i>.<param>
+        target = {}
+        for k in range(1, 6):
+            for name, tensor in getattr(model.net, f"slice{k}").state_dict().items():
+                target["features." + name] = (f"slice{k}." + name, tensor)
+        state = read_checkpoint(str(path), what="AlexNet")
+        check_state_dict({key: t for key, (_, t) in target.items()}, state,
+                         what=f"AlexNet backbone for LPIPS ({path})", ignore_unexpected=("classifier.",))
+        model.net.load_state_dict({target[key][0]: state[key] for key in target}, strict=True)
     return model.eval().to(device)
 
 

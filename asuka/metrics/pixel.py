@@ -41,8 +41,8 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, eps: float
     less than 0.001 dB for any mse above 1e-4); ``eps = 0`` gives scikit-image's
     ``peak_signal_noise_ratio(data_range=1)`` exactly (``inf`` for identical images).
     """
-    fake = to_unit(composite(pred, gt, mask)).double()
-    real = to_unit(gt).double()
+    fake = to_unit(composite(pred, gt, mask).double())
+    real = to_unit(gt.double())
     mse = ((fake - real) ** 2).flatten(1).mean(1)
     return (-10 * torch.log10(mse + eps)).cpu()
 
