@@ -29,12 +29,13 @@ from asuka.masks.mixture import (
 )
 from asuka.masks.regular import rectangle, rectangle_complement
 from asuka.masks.shapes import Shape, ShapeBank, object_shape
+from asuka.masks.writer import mask_to_png, write_masks
 
 __all__ = [
     "CocoAnnotations", "Component", "FREE_FORM_PRESETS", "GENERATOR_NAMES", "HoleRangeError",
     "LAMA_PRESETS", "MIXTURE_NAMES", "MaskDraw", "MaskMixture", "Shape", "ShapeBank",
     "decode_segmentation", "enlarge_to_ratio", "fill_polygons", "free_form", "get_generator",
-    "get_mixture", "hole_ratio", "lama_irregular", "misato_eval_mixture", "object_shape",
+    "get_mixture", "hole_ratio", "lama_irregular", "mask_to_png", "misato_eval_mixture", "object_shape",
     "paper_train_mixture", "rectangle", "rectangle_complement", "rle_decode", "rle_encode",
-    "rng_for", "size_scale",
+    "rng_for", "size_scale", "write_masks",
 ]
