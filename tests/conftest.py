@@ -8,8 +8,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-# Two cores are shared by the whole suite; more threads than that only adds contention.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores are shared by the whole suite; more threads than cores only adds contention
+# (one thread per worker under pytest-xdist).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
