@@ -1,0 +1,711 @@
+#!/usr/bin/env python
+"""Fetch a small set of real, freely licensed photographs and build training / eval crops.
+
+Sources (all reached through package registries, nothing from a model or data hub):
+
+* Debian packages ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
+  (``apt-get download`` + ``dpkg -x``; ``apt-get update`` is run once if the download fails);
+* photographs bundled with scikit-image (``skimage.data``) and scikit-learn
+  (``sklearn.datasets.load_sample_image``).
+
+Which files are photographs was decided by hand -- by reading each package's copyright file /
+per-wallpaper metadata and by looking at every image -- and is written below as explicit lists
+(:data:`CATALOGUE` for what is kept, :data:`REJECTED` for what is not, each with its reason).
+The held-out evaluation photos are the entries whose ``split`` is ``"eval"``.
+
+Output layout under ``--out`` (default ``data/photos``)::
+
+    originals/<id>.<ext>              the kept photographs (Debian files copied byte for byte,
+                                      scikit-image / scikit-learn arrays saved as PNG)
+    licenses/                         the packages' copyright files, each kept wallpaper's
+                                      metadata, scikit-image's LICENSE and scikit-learn's
+                                      image README
+    LICENSES.json                     per photo: licence, author, source package + version,
+                                      path in the package, split, size, sha256
+    splits.json                       {"train": [ids], "eval": [ids]}
+    train_crops/<S>/<id>_<k>.png      S x S RGB crops of the training photos (+ params.json)
+    eval/512/<id>.png, eval/<E>/<id>.png
+                                      held-out photos, centre square crop resized to 512 / E
+
+Usage::
+
+    python scripts/fetch_photos.py --out data/photos --crop-size 256 --crops-per-image 200 --seed 0
+
+Re-running is cheap: originals, crops and eval images that already exist are not redone, and
+a crop's content depends only on (seed, photo id, crop index, --max-short-side), so asking for
+more crops later adds new ones and keeps the old ones identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from asuka.errors import InputError
+
+# The wallpapers are up to 5640 x 3172; PIL's decompression-bomb guard starts at ~89 MP.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+EVAL_FULL_SIZE = 512
+MATE_DIR = "usr/share/backgrounds/mate"
+PLASMA_DIR = "usr/share/wallpapers"
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One kept photograph.
+
+    ``source`` is ``"debian"``, ``"skimage"`` or ``"sklearn"``. ``locator`` is, for Debian, a
+    path inside the unpacked package -- a file, or a Plasma wallpaper folder whose largest
+    ``contents/images/WxH.*`` is used --; for scikit-image the ``skimage.data`` function name;
+    for scikit-learn the ``load_sample_image`` file name. ``split`` is ``"train"`` or ``"eval"``.
+    """
+
+    id: str
+    source: str
+    package: str
+    locator: str
+    licence: str
+    author: str
+    content: str
+    split: str = "train"
+    notes: str = ""
+
+
+def _mate(name: str, author: str, content: str, split: str = "train") -> Photo:
+    return Photo(
+        id=f"mate-{name}",
+        source="debian",
+        package="mate-backgrounds",
+        locator=f"{MATE_DIR}/nature/{name}.jpg",
+        licence="GPL-2+",
+        author=author,
+        content=content,
+        split=split,
+    )
+
+
+def _plasma(name: str, author: str, content: str, split: str = "train") -> Photo:
+    return Photo(
+        id=f"plasma-{name}",
+        source="debian",
+        package="plasma-workspace-wallpapers",
+        locator=f"{PLASMA_DIR}/{name}",
+        # The wallpaper's own metadata.json says LGPLv3; debian/copyright covers the whole
+        # package ("Files: *") with GPL-2+. Both are recorded; both allow redistribution.
+        licence="LGPL-3.0 (wallpaper metadata.json); package: GPL-2+ (debian/copyright)",
+        author=author,
+        content=content,
+        split=split,
+    )
+
+
+# Kept photographs. Authors/licences: MATE from debian/copyright (one "Files:" stanza per
+# photo); Plasma from each wallpaper's metadata.json ("KPlugin.Authors", "KPlugin.License");
+# scikit-image from the docstring of each skimage.data function; scikit-learn from
+# sklearn/datasets/images/README.txt.
+CATALOGUE: tuple[Photo, ...] = (
+    # -- mate-backgrounds, nature/ (all twelve are photographs; the other folders are not) --
+    _mate("Aqua", "Charles Barbin (2008)", "macro of a water drop splash"),
+    _mate("Blinds", "Lennart Poettering, Andrea Cimitan (2008)", "backlit green leaf, veins"),
+    _mate("Dune", "Marco Cogoni (2007), Hylke Bons (2008)", "dune grass, sea, sky", "eval"),
+    _mate("FreshFlower", "Jens Ansorg (2005)", "orange flower petals, macro"),
+    _mate("Garden", "Charles Barbin (2008)", "red marigold, blurred garden"),
+    _mate("GreenMeadow", "Timothy Schellhase (2005), Lapo Calamandrei (2008)", "grass blades"),
+    _mate("LadyBird", "Charles Barbin (2008)", "ladybird on a stem, forget-me-nots", "eval"),
+    _mate("RainDrops", '"blackcombwhistler07" (2008)', "rain drops on leaves", "eval"),
+    _mate("Storm", "Sergey Nazarov (2008)", "storm clouds over a road, motion blur"),
+    _mate("TwoWings", "Charles Barbin, Hylke Bons (2008)", "dandelion seeds, orange bokeh"),
+    _mate("Wood", "Jean-François Fortin Tam (2008)", "weathered wooden planks, shallow focus"),
+    _mate("YellowFlower", "Charles Barbin (2008)", "yellow flower, dark background"),
+    # -- plasma-workspace-wallpapers (photographs only; the rest are renders/illustrations) --
+    _plasma("BytheWater", "Maciej Wiklo", "wooden jetty, lake, trees"),
+    _plasma("ColdRipple", "Risto Saukonpää", "black-and-white pier in fog"),
+    _plasma("ColorfulCups", "Dmitri Popov", "stacked plastic cups from above"),
+    _plasma("DarkestHour", "Risto Saukonpää", "lake and islands at blue hour"),
+    _plasma("EveningGlow", "Ian Hex", "rowing boats on a lake shore at sunset", "eval"),
+    _plasma("FallenLeaf", "Martin Klapetek", "autumn leaves on the ground, bokeh"),
+    _plasma("Grey", "Sigi Sagi", "greyscale building facade, curved bands"),
+    _plasma("Kite", "Risto Saukonpää", "kite in a blue sky with clouds"),
+    _plasma("OneStandsOut", "Risto Saukonpää", "moss / young conifers from above"),
+    _plasma("Path", "Risto Saukonpää", "path through a spruce forest", "eval"),
+    _plasma("summer_1am", "Risto Saukonpää", "lake at dusk, reeds"),
+    # -- scikit-image 0.2x, skimage.data --
+    Photo("skimage-astronaut", "skimage", "scikit-image", "astronaut",
+          "Public domain (NASA)", "NASA (photograph of Eileen Collins)",
+          "portrait, flag, shuttle model", "eval"),
+    Photo("skimage-coffee", "skimage", "scikit-image", "coffee",
+          "CC0", "Rachel Michetti (courtesy of Pikolo Espresso Bar)",
+          "coffee cup on a wooden table"),
+    Photo("skimage-chelsea", "skimage", "scikit-image", "chelsea",
+          "CC0", "Stefan van der Walt", "cat face"),
+    Photo("skimage-camera", "skimage", "scikit-image", "camera",
+          "CC0", "Lav Varshney", "man with a camera on a tripod, grey",
+          notes="greyscale; stored as RGB with three equal channels"),
+    Photo("skimage-rocket", "skimage", "scikit-image", "rocket",
+          "Public domain (released by SpaceX, per skimage.data.rocket)", "SpaceX",
+          "Falcon 9 on the pad at dusk"),
+    Photo("skimage-coins", "skimage", "scikit-image", "coins",
+          "No known copyright restrictions (Brooklyn Museum)", "Brooklyn Museum collection",
+          "Greek coins from Pompeii, grey",
+          notes="greyscale; stored as RGB with three equal channels"),
+    # -- scikit-learn, sklearn.datasets.load_sample_image --
+    Photo("sklearn-china", "sklearn", "scikit-learn", "china.jpg",
+          "CC-BY-2.0", "danielbuechele (Flickr)", "pagoda, trees, lake", "eval",
+          notes="427 px tall: the 512 eval copy is upscaled x1.2"),
+    Photo("sklearn-flower", "sklearn", "scikit-learn", "flower.jpg",
+          "CC-BY-2.0", "vultilion (Flickr)", "dahlia, dark green background",
+          notes="sklearn's README credits 'danielbuechele' but links vultilion's photo page"),
+)
+
+# Everything in the packages that is *not* kept, and why. Used to notice package updates
+# (an image file listed in neither table is reported) and documented in data/README.md.
+REJECTED: dict[str, str] = {
+    f"{MATE_DIR}/abstract/Elephants.jpg": "painting (Wyng Stancikaite)",
+    f"{MATE_DIR}/abstract/Elephants_3840x2160.jpg": "painting (Wyng Stancikaite)",
+    f"{MATE_DIR}/abstract/Elephants_5640x3172.jpg": "painting (Wyng Stancikaite)",
+    f"{MATE_DIR}/abstract/Arc-Colors-Transparent-Wallpaper.png": "flat vector shapes",
+    f"{MATE_DIR}/abstract/Flow.png": "vector ornament on flat colour",
+    f"{MATE_DIR}/abstract/Gulp.png": "flat gradient with a brush edge",
+    f"{MATE_DIR}/abstract/Silk.png": "abstract graphic, mostly transparent",
+    f"{MATE_DIR}/abstract/Spring.png": "abstract graphic, mostly transparent",
+    f"{MATE_DIR}/abstract/Waves.png": "abstract graphic, mostly transparent",
+    f"{MATE_DIR}/desktop/Float-into-MATE.png": "graphic with MATE logos",
+    f"{MATE_DIR}/desktop/GreenTraditional.jpg": "MATE logo on a gradient",
+    f"{MATE_DIR}/desktop/MATE-Stripes-Dark.png": "stripe pattern",
+    f"{MATE_DIR}/desktop/MATE-Stripes-Light.png": "stripe pattern",
+    f"{MATE_DIR}/desktop/Stripes.png": "stripe pattern",
+    f"{MATE_DIR}/desktop/Ubuntu-Mate-Cold-no-logo.png": "digital 'aurora' art (blobs + dot stars)",
+    f"{MATE_DIR}/desktop/Ubuntu-Mate-Dark-no-logo.png": "digital 'aurora' art (blobs + dot stars)",
+    f"{MATE_DIR}/desktop/Ubuntu-Mate-Radioactive-no-logo.png": "digital 'aurora' art",
+    f"{MATE_DIR}/desktop/Ubuntu-Mate-Warm-no-logo.png": "digital 'aurora' art",
+    **{
+        f"{PLASMA_DIR}/{name}": why
+        for name, why in {
+            "Altai": "low-poly render",
+            "Autumn": "painting (girl under a tree)",
+            "Canopee": "low-poly render",
+            "Cascade": "low-poly render",
+            "Cluster": "render (hexagons, nebula)",
+            "Elarun": "abstract gradient",
+            "Flow": "hexagon-grid render",
+            "FlyingKonqui": "cartoon mascot",
+            "Honeywave": "render",
+            "IceCold": "low-poly render",
+            "Kay": "geometric render",
+            "Kokkini": "abstract render",
+            "MilkyWay": "abstract render",
+            "Opal": "abstract render",
+            "PastelHills": "low-poly render",
+            "Patak": "render",
+            "SafeLanding": "illustration (rocket, hills)",
+            "Shell": "low-poly render",
+            "Volna": "low-poly render",
+        }.items()
+    },
+    # scikit-image images that are not used (all the photographs with a licence note are kept)
+    "skimage:brick": "512 px grey texture swatch, perspective-warped (CC0)",
+    "skimage:grass": "512 px grey texture swatch (CC0)",
+    "skimage:gravel": "512 px grey texture swatch (CC0)",
+    "skimage:moon": "no licence statement in skimage",
+    "skimage:stereo_motorcycle": "Middlebury stereo image; no licence statement in skimage",
+    "skimage:clock": "deliberately motion-blurred test image",
+    "skimage:hubble_deep_field": "astronomical image, mostly black, out of domain",
+    "skimage:retina": "medical fundus image, out of domain",
+    "skimage:immunohistochemistry": "microscopy, out of domain",
+    "skimage:cell": "quantitative phase image, out of domain",
+    "skimage:microaneurysms": "retina detail, out of domain",
+    "skimage:page / text / horse / logo / colorwheel / chessboard / binary_blobs":
+        "not photographs",
+}
+
+CommandRunner = Callable[..., subprocess.CompletedProcess]
+
+
+# --------------------------------------------------------------------------- catalogue checks
+
+
+def check_catalogue(catalogue: Sequence[Photo]) -> None:
+    """Raise InputError if ids repeat, a split is unknown, or a licence/author is missing."""
+    seen: set[str] = set()
+    for p in catalogue:
+        if p.id in seen:
+            raise InputError(f"photo id {p.id!r} appears twice in the catalogue; ids must be unique")
+        seen.add(p.id)
+        if p.split not in ("train", "eval"):
+            raise InputError(f"photo {p.id!r}: split must be 'train' or 'eval', got {p.split!r}")
+        if p.source not in ("debian", "skimage", "sklearn"):
+            raise InputError(f"photo {p.id!r}: unknown source {p.source!r}")
+        if not p.licence or not p.author:
+            raise InputError(f"photo {p.id!r}: licence and author are required")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", p.id):
+            raise InputError(f"photo id {p.id!r} must be a plain file name ([A-Za-z0-9_.-])")
+
+
+def split_ids(catalogue: Sequence[Photo]) -> dict[str, list[str]]:
+    """``{"train": [...], "eval": [...]}`` in catalogue order (the split is the explicit list)."""
+    return {s: [p.id for p in catalogue if p.split == s] for s in ("train", "eval")}
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def _run(run: CommandRunner, cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def download_debs(packages: Iterable[str], dest: Path, *, run: CommandRunner = subprocess.run) -> dict[str, Path]:
+    """``apt-get download`` each package into ``dest``; run ``apt-get update`` once on failure.
+
+    Returns ``{package: path_to_deb}``. Raises InputError with apt's message if it still fails.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    packages = list(packages)
+    result = _run(run, ["apt-get", "download", *packages], cwd=dest)
+    if result.returncode != 0:
+        print("apt-get download failed; running apt-get update and retrying", flush=True)
+        upd = _run(run, ["apt-get", "update"])
+        if upd.returncode != 0:
+            raise InputError(f"apt-get update failed (exit {upd.returncode}): {upd.stderr.strip()[-500:]}")
+        result = _run(run, ["apt-get", "download", *packages], cwd=dest)
+        if result.returncode != 0:
+            raise InputError(
+                f"apt-get download {' '.join(packages)} failed (exit {result.returncode}): "
+                f"{result.stderr.strip()[-500:]}"
+            )
+    return find_debs(packages, dest)
+
+
+def find_debs(packages: Iterable[str], folder: Path) -> dict[str, Path]:
+    """``{package: newest <package>_*.deb in folder}``; InputError naming any that is missing."""
+    found, missing = {}, []
+    for pkg in packages:
+        debs = sorted(folder.glob(f"{pkg}_*.deb"))
+        if debs:
+            found[pkg] = debs[-1]
+        else:
+            missing.append(pkg)
+    if missing:
+        raise InputError(f"no .deb for {missing} in {folder} (expected files named <package>_<version>_all.deb)")
+    return found
+
+
+def unpack_deb(deb: Path, dest: Path, *, run: CommandRunner = subprocess.run) -> str:
+    """``dpkg -x deb dest``; returns the package version (from ``dpkg-deb -f deb Version``)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    res = _run(run, ["dpkg", "-x", str(deb), str(dest)])
+    if res.returncode != 0:
+        raise InputError(f"dpkg -x {deb} failed (exit {res.returncode}): {res.stderr.strip()[-500:]}")
+    ver = _run(run, ["dpkg-deb", "-f", str(deb), "Version"])
+    return ver.stdout.strip() if ver.returncode == 0 else "unknown"
+
+
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+
+
+def largest_variant(wallpaper_dir: Path) -> Path:
+    """The largest ``contents/images/WxH.{jpg,png}`` of a Plasma wallpaper (by pixel count)."""
+    best, best_area = None, -1
+    for f in sorted((wallpaper_dir / "contents" / "images").glob("*")):
+        m = _SIZE_RE.match(f.stem)
+        if m and f.suffix.lower() in IMAGE_SUFFIXES:
+            area = int(m.group(1)) * int(m.group(2))
+            if area > best_area:
+                best, best_area = f, area
+    if best is None:
+        raise InputError(f"wallpaper folder {wallpaper_dir} has no contents/images/<W>x<H>.jpg|png")
+    return best
+
+
+def resolve_debian_file(root: Path, photo: Photo) -> Path:
+    """The file a Debian catalogue entry points to inside the unpacked package ``root``."""
+    target = root / photo.locator
+    if target.is_dir():
+        return largest_variant(target)
+    if not target.is_file():
+        raise InputError(
+            f"photo {photo.id!r}: {photo.locator} is not in package {photo.package} "
+            f"(unpacked at {root}); the package layout changed -- update CATALOGUE"
+        )
+    return target
+
+
+def unlisted_images(root: Path, catalogue: Sequence[Photo], rejected: dict[str, str]) -> list[str]:
+    """Image files in an unpacked package covered neither by the catalogue nor by REJECTED."""
+    listed = {p.locator for p in catalogue if p.source == "debian"} | set(rejected)
+    out = []
+    for f in sorted(root.rglob("*")):
+        if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+            continue
+        rel = f.relative_to(root).as_posix()
+        if rel.endswith("/contents/screenshot.png") or rel.endswith("/contents/screenshot.jpg"):
+            continue
+        if not any(rel == x or rel.startswith(x + "/") for x in listed):
+            out.append(rel)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _original_path(out: Path, photo_id: str) -> Path | None:
+    hits = sorted((out / "originals").glob(f"{photo_id}.*"))
+    return hits[0] if hits else None
+
+
+def fetch_originals(
+    out: Path,
+    catalogue: Sequence[Photo],
+    *,
+    deb_dir: Path | None = None,
+    rejected: dict[str, str] = REJECTED,
+    run: CommandRunner = subprocess.run,
+) -> list[dict]:
+    """Put every catalogue photo under ``out/originals`` and return its licence records.
+
+    Skips the apt download when every Debian original is already there (``LICENSES.json``
+    then supplies their records). ``deb_dir``: use ``<package>_*.deb`` files found there
+    instead of downloading. Copies the packages' copyright files into ``out/licenses``.
+    """
+    originals, licenses = out / "originals", out / "licenses"
+    originals.mkdir(parents=True, exist_ok=True)
+    licenses.mkdir(parents=True, exist_ok=True)
+    previous = {}
+    if (out / "LICENSES.json").is_file():
+        previous = {r["id"]: r for r in json.loads((out / "LICENSES.json").read_text())["photos"]}
+
+    records: dict[str, dict] = {}
+    debian = [p for p in catalogue if p.source == "debian"]
+    need = sorted({p.package for p in debian if _original_path(out, p.id) is None or p.id not in previous})
+    if need:
+        with tempfile.TemporaryDirectory(prefix="asuka-photos-") as tmp:
+            tmp = Path(tmp)
+            debs = find_debs(need, deb_dir) if deb_dir else download_debs(need, tmp / "debs", run=run)
+            for pkg, deb in debs.items():
+                root = tmp / "x" / pkg
+                version = unpack_deb(deb, root, run=run)
+                print(f"unpacked {deb.name} (version {version})", flush=True)
+                copyright_file = root / "usr/share/doc" / pkg / "copyright"
+                if copyright_file.is_file():
+                    shutil.copyfile(copyright_file, licenses / f"{pkg}.copyright")
+                for rel in unlisted_images(root, [p for p in catalogue if p.package == pkg], rejected):
+                    print(f"  note: {pkg} ships {rel}, listed neither as kept nor rejected", flush=True)
+                for p in (p for p in debian if p.package == pkg):
+                    src = resolve_debian_file(root, p)
+                    dst = originals / f"{p.id}{src.suffix.lower()}"
+                    shutil.copyfile(src, dst)
+                    meta = root / p.locator / "metadata.json"
+                    if meta.is_file():  # a Plasma wallpaper: its own licence statement
+                        shutil.copyfile(meta, licenses / f"{p.id}.metadata.json")
+                    records[p.id] = _record(p, dst, f"{pkg} {version}", src.relative_to(root).as_posix())
+    for p in debian:
+        if p.id not in records:
+            records[p.id] = previous[p.id]
+
+    for p in catalogue:
+        if p.source == "debian":
+            continue
+        dst = originals / f"{p.id}.png"
+        if p.source == "skimage":
+            import skimage
+            import skimage.data
+
+            where = f"scikit-image {skimage.__version__}"
+            in_pkg = f"skimage.data.{p.locator}()"
+            if not dst.is_file():
+                Image.fromarray(np.asarray(getattr(skimage.data, p.locator)())).save(dst)
+            _copy_dist_licence("scikit_image", licenses / "scikit-image.LICENSE.txt")
+        else:
+            import sklearn
+            from sklearn.datasets import load_sample_image
+
+            where = f"scikit-learn {sklearn.__version__}"
+            in_pkg = f"sklearn.datasets.load_sample_image({p.locator!r})"
+            if not dst.is_file():
+                Image.fromarray(load_sample_image(p.locator)).save(dst)
+            readme = Path(sklearn.__file__).parent / "datasets" / "images" / "README.txt"
+            if readme.is_file():
+                shutil.copyfile(readme, licenses / "scikit-learn.images-README.txt")
+        records[p.id] = _record(p, dst, where, in_pkg)
+    return [records[p.id] for p in catalogue]
+
+
+def _copy_dist_licence(dist: str, dst: Path) -> None:
+    if dst.is_file():
+        return
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(dist.replace("_", "-")).files or []
+    except metadata.PackageNotFoundError:
+        return
+    for f in files:
+        if Path(str(f)).name.upper().startswith("LICENSE"):
+            shutil.copyfile(Path(f.locate()), dst)
+            return
+
+
+def _record(p: Photo, file: Path, source: str, path_in_source: str) -> dict:
+    with Image.open(file) as im:
+        size = list(im.size)
+    return {
+        "id": p.id,
+        "split": p.split,
+        "file": f"originals/{file.name}",
+        "licence": p.licence,
+        "author": p.author,
+        "source": source,
+        "path_in_source": path_in_source,
+        "content": p.content,
+        "notes": p.notes,
+        "size_wh": size,
+        "sha256": _sha256(file),
+    }
+
+
+# --------------------------------------------------------------------------- crops
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """Everything that decides a crop's pixels besides the photo itself."""
+
+    crop_size: int
+    seed: int
+    max_short_side: int
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as 8-bit RGB (grey copied to three channels, alpha dropped)."""
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def downscale_short_side(img: Image.Image, max_short_side: int) -> Image.Image:
+    """Shrink so the short side is at most ``max_short_side`` (never enlarges).
+
+    Why: a 256 px window on a 2560 x 1600 wallpaper shows only texture; at short side 1024
+    the same window holds a recognisable part of the scene.
+    """
+    w, h = img.size
+    short = min(w, h)
+    if short <= max_short_side:
+        return img
+    s = max_short_side / short
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS, reducing_gap=3.0)
+
+
+def crop_windows(photo_id: str, base_wh: tuple[int, int], n: int, params: CropParams) -> list[tuple[int, int, int]]:
+    """``n`` square windows ``(x0, y0, side)`` on the downscaled photo, deterministically.
+
+    The side is log-uniform in ``[crop_size, short side]`` (so the scale is random between
+    1:1 and "whole short side"), the position uniform. The generator is seeded by
+    ``(seed, crc32(photo_id))``: one photo's windows do not depend on the others, and the
+    first ``n`` windows are the same whatever ``n`` is.
+    """
+    w, h = base_wh
+    short = min(w, h)
+    if short < params.crop_size:
+        raise InputError(
+            f"photo {photo_id!r}: short side {short} px is smaller than the crop size "
+            f"{params.crop_size} px; crops would be upscaled"
+        )
+    rng = np.random.default_rng([params.seed, zlib.crc32(photo_id.encode())])
+    lo, hi = math.log(params.crop_size), math.log(short)
+    out = []
+    for _ in range(n):
+        side = min(short, max(params.crop_size, round(math.exp(rng.uniform(lo, hi)))))
+        x0 = int(rng.integers(0, w - side + 1))
+        y0 = int(rng.integers(0, h - side + 1))
+        out.append((x0, y0, side))
+    return out
+
+
+def crop_name(photo_id: str, k: int) -> str:
+    return f"{photo_id}_{k:04d}.png"
+
+
+def build_train_crops(
+    photos: dict[str, Path], out_dir: Path, *, crops_per_image: int, params: CropParams
+) -> dict[str, int]:
+    """Write ``crops_per_image`` PNG crops (``crop_size``\\ :sup:`2`, RGB) per photo into ``out_dir``.
+
+    ``photos``: ``{id: path}`` of the training photos. Existing crops are kept (not redone);
+    crops of ids not in ``photos`` (e.g. a photo moved to the eval split) are deleted so they
+    cannot leak into training. A ``params.json`` records the parameters; re-running into the
+    same folder with a different seed or ``max_short_side`` is an InputError.
+    Returns ``{"written": n, "kept": n, "removed": n, "skipped_photos": n}``.
+    """
+    if crops_per_image < 1:
+        raise InputError(f"crops per image must be >= 1, got {crops_per_image}")
+    if params.crop_size < 8:
+        raise InputError(f"crop size must be >= 8 px, got {params.crop_size}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = out_dir / "params.json"
+    meta = {"crop_size": params.crop_size, "seed": params.seed, "max_short_side": params.max_short_side}
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        clash = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+        if clash:
+            raise InputError(
+                f"{out_dir} holds crops made with other parameters {clash} (old, new); "
+                "use another --out or delete that folder"
+            )
+    stats = {"written": 0, "kept": 0, "removed": 0, "skipped_photos": 0}
+    name_re = re.compile(r"^(.+)_(\d{4,})\.png$")
+    for f in sorted(out_dir.glob("*.png")):
+        m = name_re.match(f.name)
+        if m and m.group(1) not in photos:
+            f.unlink()
+            stats["removed"] += 1
+    windows: dict[str, list] = {}
+    for pid, path in photos.items():
+        names = [crop_name(pid, k) for k in range(crops_per_image)]
+        todo = [k for k, nm in enumerate(names) if not (out_dir / nm).is_file()]
+        stats["kept"] += crops_per_image - len(todo)
+        base = downscale_short_side(load_rgb(path), params.max_short_side)
+        if min(base.size) < params.crop_size:
+            print(f"  skip {pid}: {base.size} is smaller than {params.crop_size} px", flush=True)
+            stats["skipped_photos"] += 1
+            continue
+        wins = crop_windows(pid, base.size, crops_per_image, params)
+        windows[pid] = [list(w) for w in wins]
+        for k in todo:
+            x0, y0, side = wins[k]
+            crop = base.resize((params.crop_size,) * 2, Image.LANCZOS, box=(x0, y0, x0 + side, y0 + side))
+            crop.save(out_dir / names[k])
+            stats["written"] += 1
+    meta.update(
+        crops_per_image=crops_per_image,
+        windows_note="[x0, y0, side] on the photo after downscaling its short side to max_short_side",
+        windows=windows,
+    )
+    meta_path.write_text(json.dumps(meta, indent=1))
+    return stats
+
+
+def centre_square(img: Image.Image, size: int) -> Image.Image:
+    """The largest centred square of ``img``, resized to ``size`` x ``size`` (Lanczos)."""
+    w, h = img.size
+    s = min(w, h)
+    x0, y0 = (w - s) // 2, (h - s) // 2
+    # crop first: resize(box=...) would let the filter read pixels outside the square
+    return img.crop((x0, y0, x0 + s, y0 + s)).resize((size, size), Image.LANCZOS, reducing_gap=3.0)
+
+
+def build_eval(photos: dict[str, Path], out: Path, sizes: Iterable[int]) -> int:
+    """Write ``out/<size>/<id>.png`` (centre square, RGB) for each held-out photo; returns new files."""
+    written = 0
+    for size in sorted(set(sizes)):
+        d = out / str(size)
+        d.mkdir(parents=True, exist_ok=True)
+        for f in d.glob("*.png"):
+            if f.stem not in photos:  # no longer held out
+                f.unlink()
+        for pid, path in photos.items():
+            dst = d / f"{pid}.png"
+            if not dst.is_file():
+                centre_square(load_rgb(path), size).save(dst)
+                written += 1
+    return written
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def markdown_table(catalogue: Sequence[Photo]) -> str:
+    """The kept-photo table for data/README.md."""
+    rows = ["| id | split | content | author | licence | source |", "| --- | --- | --- | --- | --- | --- |"]
+    for p in catalogue:
+        where = f"`{p.package}`: {p.locator}" if p.source == "debian" else f"{p.package}: `{p.locator}`"
+        rows.append(f"| {p.id} | {p.split} | {p.content} | {p.author} | {p.licence} | {where} |")
+    return "\n".join(rows)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def main(argv: Sequence[str] | None = None, *, catalogue: Sequence[Photo] = CATALOGUE,
+         run: CommandRunner = subprocess.run) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("data/photos"), help="output folder (default data/photos)")
+    ap.add_argument("--crop-size", type=int, default=256, help="training crop side in px (default 256)")
+    ap.add_argument("--crops-per-image", type=int, default=200, help="crops per training photo (default 200)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the crop windows (default 0)")
+    ap.add_argument("--eval-size", type=int, default=None,
+                    help="eval image side besides 512 (default: the crop size)")
+    ap.add_argument("--max-short-side", type=int, default=1024,
+                    help="photos are first downscaled to this short side; crop windows range "
+                         "from crop-size to this (default 1024)")
+    ap.add_argument("--deb-dir", type=Path, default=None,
+                    help="use <package>_*.deb files from this folder instead of apt-get download")
+    ap.add_argument("--markdown", action="store_true", help="print the kept-photo table and exit")
+    args = ap.parse_args(argv)
+
+    try:
+        check_catalogue(catalogue)
+        if args.markdown:
+            print(markdown_table(catalogue))
+            return 0
+        if args.max_short_side < args.crop_size:
+            raise InputError(f"--max-short-side ({args.max_short_side}) must be >= --crop-size ({args.crop_size})")
+        t0 = time.perf_counter()
+        out: Path = args.out
+        records = fetch_originals(out, catalogue, deb_dir=args.deb_dir, run=run)
+        packages = sorted({r["source"] for r in records})
+        (out / "LICENSES.json").write_text(json.dumps(
+            {"note": "Licence, author and source of each kept photograph; package copyright "
+                     "files and wallpaper metadata are in licenses/.",
+             "sources": packages, "photos": records}, indent=1, ensure_ascii=False))
+        splits = split_ids(catalogue)
+        (out / "splits.json").write_text(json.dumps(splits, indent=1))
+        t_fetch = time.perf_counter() - t0
+
+        paths = {r["id"]: out / r["file"] for r in records}
+        params = CropParams(args.crop_size, args.seed, args.max_short_side)
+        crop_dir = out / "train_crops" / str(args.crop_size)
+        stats = build_train_crops({i: paths[i] for i in splits["train"]}, crop_dir,
+                                  crops_per_image=args.crops_per_image, params=params)
+        eval_size = args.eval_size or args.crop_size
+        n_eval = build_eval({i: paths[i] for i in splits["eval"]}, out / "eval", (EVAL_FULL_SIZE, eval_size))
+        dt = time.perf_counter() - t0
+    except InputError as exc:
+        print(f"fetch_photos: error: {exc}", file=sys.stderr)
+        return 2
+
+    n_crops = len(list(crop_dir.glob("*.png")))
+    print(f"photos: {len(records)} kept ({len(splits['train'])} train, {len(splits['eval'])} eval) "
+          f"in {out / 'originals'}")
+    print(f"train crops {args.crop_size}px: {n_crops} in {crop_dir} (written {stats['written']}, "
+          f"already there {stats['kept']}, removed {stats['removed']}, photos skipped {stats['skipped_photos']})")
+    print(f"eval: {len(splits['eval'])} photos at {EVAL_FULL_SIZE} and {eval_size} px in {out / 'eval'} "
+          f"(written {n_eval})")
+    print(f"size on disk: {_dir_size(out) / 2**20:.1f} MiB; time: {dt:.1f} s (fetch {t_fetch:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

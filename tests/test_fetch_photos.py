@@ -1,0 +1,257 @@
+"""scripts/fetch_photos.py: curated list, hold-out split, crop builder, eval builder, and the
+apt/dpkg path with ``apt-get`` mocked (a tiny .deb is built locally with dpkg-deb). No network."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asuka.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fp():
+    spec = importlib.util.spec_from_file_location("fetch_photos", ROOT / "scripts" / "fetch_photos.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fetch_photos"] = mod  # dataclasses look the module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _photo(path: Path, size, mode="RGB", seed=0):
+    """A smooth random colour field (not constant, so crops differ from one another)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, h // 50), max(2, w // 50), 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize((w, h), Image.BILINEAR).convert(mode)
+    img.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- catalogue / split
+
+EXPECTED_EVAL = [
+    "mate-Dune", "mate-LadyBird", "mate-RainDrops", "plasma-EveningGlow", "plasma-Path",
+    "skimage-astronaut", "sklearn-china",
+]
+
+
+def test_catalogue_valid_and_hold_out_is_the_fixed_list(fp):
+    fp.check_catalogue(fp.CATALOGUE)
+    splits = fp.split_ids(fp.CATALOGUE)
+    assert splits["eval"] == EXPECTED_EVAL
+    assert splits == fp.split_ids(fp.CATALOGUE)  # no hidden randomness
+    assert not set(splits["train"]) & set(splits["eval"])
+    assert len(splits["train"]) + len(splits["eval"]) == len(fp.CATALOGUE)
+    frac = len(splits["eval"]) / len(fp.CATALOGUE)
+    assert 0.2 <= frac <= 0.25, frac
+    # spread across every source package
+    by_pkg = {p.package for p in fp.CATALOGUE if p.split == "eval"}
+    assert by_pkg == {p.package for p in fp.CATALOGUE}
+    # nothing is both kept and rejected
+    kept = {p.locator for p in fp.CATALOGUE if p.source == "debian"}
+    assert not kept & set(fp.REJECTED)
+
+
+def test_check_catalogue_rejects_bad_entries(fp):
+    p = fp.CATALOGUE[0]
+    with pytest.raises(InputError, match="twice"):
+        fp.check_catalogue([p, p])
+    with pytest.raises(InputError, match="split"):
+        fp.check_catalogue([fp.Photo(**{**p.__dict__, "split": "test"})])
+    with pytest.raises(InputError, match="licence"):
+        fp.check_catalogue([fp.Photo(**{**p.__dict__, "licence": ""})])
+
+
+def test_data_readme_lists_every_photo(fp):
+    text = (ROOT / "data" / "README.md").read_text()
+    for p in fp.CATALOGUE:
+        assert f"| {p.id} | {p.split} |" in text, p.id
+
+
+# --------------------------------------------------------------------------- crops
+
+
+def test_crop_windows_deterministic_prefix_stable_and_in_bounds(fp):
+    params = fp.CropParams(crop_size=64, seed=3, max_short_side=400)
+    a = fp.crop_windows("x", (600, 400), 50, params)
+    assert a == fp.crop_windows("x", (600, 400), 50, params)
+    assert a[:20] == fp.crop_windows("x", (600, 400), 20, params)  # more crops keep the old ones
+    assert a != fp.crop_windows("y", (600, 400), 50, params)  # per-photo stream
+    assert a != fp.crop_windows("x", (600, 400), 50, fp.CropParams(64, 4, 400))
+    sides = [s for _, _, s in a]
+    assert all(64 <= s <= 400 for s in sides)
+    assert len(set(sides)) > 10  # the scale really varies
+    assert all(0 <= x and x + s <= 600 and 0 <= y and y + s <= 400 for x, y, s in a)
+    with pytest.raises(InputError, match="smaller than the crop size"):
+        fp.crop_windows("x", (600, 40), 1, params)
+
+
+def test_downscale_short_side(fp):
+    img = Image.new("RGB", (3000, 2000))
+    assert fp.downscale_short_side(img, 500).size == (750, 500)
+    assert fp.downscale_short_side(img, 4000).size == (3000, 2000)  # never enlarges
+
+
+def test_build_train_crops_deterministic_idempotent_and_clean(fp, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    photos = {
+        "big": _photo(src / "big.jpg", (1500, 1000), seed=1),
+        "grey": _photo(src / "grey.png", (300, 260), mode="L", seed=2),
+        "alpha": _photo(src / "alpha.png", (200, 240), mode="RGBA", seed=3),
+        "tiny": _photo(src / "tiny.png", (40, 90), seed=4),
+    }
+    params = fp.CropParams(crop_size=48, seed=0, max_short_side=120)
+    out = tmp_path / "crops"
+    st = fp.build_train_crops(photos, out, crops_per_image=5, params=params)
+    assert st == {"written": 15, "kept": 0, "removed": 0, "skipped_photos": 1}  # tiny < 48 px
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 15
+    for f in files:
+        with Image.open(f) as im:
+            assert im.size == (48, 48) and im.mode == "RGB"
+    meta = json.loads((out / "params.json").read_text())
+    # windows lie on the photo downscaled to short side 120 (1500x1000 -> 180x120)
+    assert all(x + s <= 180 and y + s <= 120 and s <= 120 for x, y, s in meta["windows"]["big"])
+
+    # same seed elsewhere -> identical bytes; re-run -> nothing rewritten
+    out2 = tmp_path / "crops2"
+    fp.build_train_crops(photos, out2, crops_per_image=5, params=params)
+    for f in files:
+        assert f.read_bytes() == (out2 / f.name).read_bytes()
+    st = fp.build_train_crops(photos, out, crops_per_image=5, params=params)
+    assert st["written"] == 0 and st["kept"] == 15
+
+    # more crops: old ones unchanged; a photo leaving the training set loses its crops
+    before = (out / "big_0000.png").read_bytes()
+    del photos["alpha"]
+    st = fp.build_train_crops(photos, out, crops_per_image=7, params=params)
+    assert st["removed"] == 5 and st["written"] == 4
+    assert (out / "big_0000.png").read_bytes() == before
+    assert not list(out.glob("alpha_*.png"))
+
+    # another seed gives other crops, and cannot be mixed into the same folder
+    out3 = tmp_path / "crops3"
+    fp.build_train_crops(photos, out3, crops_per_image=1, params=fp.CropParams(48, 1, 120))
+    assert (out3 / "big_0000.png").read_bytes() != before
+    with pytest.raises(InputError, match="other parameters"):
+        fp.build_train_crops(photos, out, crops_per_image=5, params=fp.CropParams(48, 1, 120))
+
+
+def test_build_eval_centre_square(fp, tmp_path):
+    # red margins left and right of a blue centre square: the eval image must be all blue
+    a = np.zeros((100, 160, 3), np.uint8)
+    a[:, :, 2] = 255
+    a[:, :30] = (255, 0, 0)
+    a[:, 130:] = (255, 0, 0)
+    Image.fromarray(a).save(tmp_path / "p.png")
+    n = fp.build_eval({"p": tmp_path / "p.png"}, tmp_path / "eval", (64, 512))
+    assert n == 2
+    for size in (64, 512):
+        with Image.open(tmp_path / "eval" / str(size) / "p.png") as im:
+            got = np.asarray(im)
+        assert got.shape == (size, size, 3)
+        assert got[..., 0].max() < 8 and got[..., 2].min() > 247
+    assert fp.build_eval({"p": tmp_path / "p.png"}, tmp_path / "eval", (64, 512)) == 0
+
+
+# --------------------------------------------------------------------------- end to end, apt mocked
+
+
+def _fake_package(tmp: Path) -> Path:
+    """A package tree with one MATE-style photo, one Plasma-style wallpaper, one rejected file."""
+    root = tmp / "pkgtree"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: fake-wallpapers\nVersion: 1.2-3\nArchitecture: all\n"
+        "Maintainer: Nobody <nobody@example.org>\nDescription: test\n"
+    )
+    doc = root / "usr/share/doc/fake-wallpapers"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text("Files: *\nLicense: GPL-2+\n")
+    nat = root / "usr/share/backgrounds/fake/nature"
+    nat.mkdir(parents=True)
+    _photo(nat / "Field.jpg", (400, 300), seed=5)
+    _photo(nat / "Logo.png", (100, 100), seed=6)
+    wp = root / "usr/share/wallpapers/Lake/contents/images"
+    wp.mkdir(parents=True)
+    _photo(wp / "640x480.jpg", (640, 480), seed=7)
+    _photo(wp / "1280x800.jpg", (1280, 800), seed=8)
+    (root / "usr/share/wallpapers/Lake/metadata.json").write_text('{"KPlugin": {"License": "LGPLv3"}}')
+    return root
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_main_end_to_end_with_mocked_apt(fp, tmp_path):
+    tree = _fake_package(tmp_path)
+    calls = []
+
+    def runner(cmd, cwd=None, **kw):
+        calls.append(cmd[:2])
+        if cmd[:2] == ["apt-get", "download"]:
+            if calls.count(["apt-get", "download"]) == 1:  # first try fails: stale lists
+                return subprocess.CompletedProcess(cmd, 100, "", "E: Can't select candidate")
+            subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(tree),
+                            str(Path(cwd) / "fake-wallpapers_1.2-3_all.deb")], check=True, capture_output=True)
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        if cmd[:2] == ["apt-get", "update"]:
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.run(cmd, cwd=cwd, **kw)  # dpkg -x / dpkg-deb -f for real
+
+    common = dict(package="fake-wallpapers", licence="GPL-2+", author="A. Person", content="c")
+    cat = (
+        fp.Photo("fake-Field", "debian", locator="usr/share/backgrounds/fake/nature/Field.jpg", **common),
+        fp.Photo("fake-Lake", "debian", locator="usr/share/wallpapers/Lake", split="eval", **common),
+        fp.Photo("skimage-coffee", "skimage", "scikit-image", "coffee", "CC0", "R. M.", "cup"),
+        fp.Photo("sklearn-flower", "sklearn", "scikit-learn", "flower.jpg", "CC-BY-2.0", "v", "dahlia",
+                 split="eval"),
+    )
+    out = tmp_path / "out"
+    argv = ["--out", str(out), "--crop-size", "32", "--crops-per-image", "3", "--seed", "0",
+            "--max-short-side", "64", "--eval-size", "48"]
+    assert fp.main(argv, catalogue=cat, run=runner) == 0
+    assert calls.count(["apt-get", "download"]) == 2 and ["apt-get", "update"] in calls
+
+    lic = json.loads((out / "LICENSES.json").read_text())["photos"]
+    by_id = {r["id"]: r for r in lic}
+    assert by_id["fake-Lake"]["path_in_source"].endswith("Lake/contents/images/1280x800.jpg")  # largest
+    assert by_id["fake-Lake"]["size_wh"] == [1280, 800]
+    assert by_id["fake-Field"]["source"] == "fake-wallpapers 1.2-3"
+    assert by_id["sklearn-flower"]["licence"] == "CC-BY-2.0"
+    assert (out / "licenses" / "fake-wallpapers.copyright").read_text().startswith("Files: *")
+    assert (out / "licenses" / "fake-Lake.metadata.json").is_file()
+    assert json.loads((out / "splits.json").read_text()) == {
+        "train": ["fake-Field", "skimage-coffee"], "eval": ["fake-Lake", "sklearn-flower"]}
+    assert len(list((out / "train_crops" / "32").glob("*.png"))) == 6
+    assert sorted(f.name for f in (out / "eval" / "512").iterdir()) == ["fake-Lake.png", "sklearn-flower.png"]
+    assert len(list((out / "eval" / "48").glob("*.png"))) == 2
+    snapshot = {f: f.read_bytes() for f in out.rglob("*.png")}
+
+    # second run: nothing downloaded, nothing changed
+    n_calls = len(calls)
+    assert fp.main(argv, catalogue=cat, run=runner) == 0
+    assert len(calls) == n_calls
+    assert {f: f.read_bytes() for f in out.rglob("*.png")} == snapshot
+
+
+def test_main_reports_apt_failure_as_one_line(fp, tmp_path, capsys):
+    def runner(cmd, cwd=None, **kw):
+        if cmd[:2] == ["apt-get", "update"]:
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package")
+
+    cat = (fp.Photo("fake-Field", "debian", "fake-wallpapers", "usr/x.jpg", "GPL-2+", "A", "c"),)
+    assert fp.main(["--out", str(tmp_path / "o")], catalogue=cat, run=runner) == 2
+    err = capsys.readouterr().err
+    assert "apt-get download fake-wallpapers failed" in err and "Unable to locate package" in err
