@@ -172,6 +172,8 @@ def test_lpips_equals_the_lpips_package_with_the_same_random_backbone(batch):
     # the prediction outside the hole does not count
     outside = torch.where(mask >= 0.5, pred, -gt)
     torch.testing.assert_close(lpips_distance(ours, outside, gt, mask), expected)
+    with pytest.raises(InputError, match="at least 32x32"):
+        lpips_distance(ours, pred[..., :31], gt[..., :31], mask[..., :31])
 
 
 def test_lpips_loads_alexnet_from_the_hub_cache_or_says_where_to_put_it(tmp_path, monkeypatch):

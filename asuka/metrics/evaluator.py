@@ -24,6 +24,7 @@ import torch
 from asuka.errors import InputError
 from asuka.metrics.composite import check_images, composite, hole
 from asuka.metrics.distribution import fid_from_features, inception_discriminative_scores
+from asuka.metrics.perceptual import lpips_distance
 from asuka.metrics.pixel import boundary_color_shift, boundary_gradient, psnr, ssim
 
 #: Per-image metrics, in report order.
@@ -198,7 +199,7 @@ class InpaintingEvaluator:
                 for n, g, r in zip(names, groups, hole(mask).float().flatten(1).mean(1).tolist())]
         columns: dict[str, list[float]] = {}
         if self.lpips_model is not None:
-            columns["lpips"] = self.lpips_model(composite(pred, gt, mask), gt).flatten().tolist()
+            columns["lpips"] = lpips_distance(self.lpips_model, pred, gt, mask).tolist()
         if self.pixel_metrics:
             columns["psnr"] = psnr(pred, gt, mask, eps=self.psnr_eps).tolist()
             columns["ssim"] = ssim(pred, gt, mask).tolist()

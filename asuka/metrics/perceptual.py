@@ -17,6 +17,8 @@ import torch
 from asuka.errors import InputError
 from asuka.metrics.composite import composite
 
+LPIPS_MIN_SIZE = 32
+
 
 def hub_checkpoint_path(url: str) -> Path:
     """Where ``torch.hub``/torchvision keep a downloaded checkpoint for ``url``."""
@@ -68,6 +70,10 @@ def load_lpips(*, device: str | torch.device = "cpu", random_backbone: bool = Fa
 def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """LPIPS between the composite and ``gt``: ``(B,)`` float32 on the images' device.
 
-    pred, gt: ``(B,3,H,W)`` in [-1, 1]; mask: ``(B,1,H,W)``, 1 = hole; model from :func:`load_lpips`.
+    pred, gt: ``(B,3,H,W)`` in [-1, 1], at least 32x32 (AlexNet's two pooling stages);
+    mask: ``(B,1,H,W)``, 1 = hole; model from :func:`load_lpips`.
     """
+    if min(gt.shape[-2:]) < LPIPS_MIN_SIZE:
+        raise InputError(f"LPIPS (AlexNet) needs images of at least {LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE} pixels, "
+                         f"got {gt.shape[-1]}x{gt.shape[-2]}; --no-lpips skips it")
     return model(composite(pred, gt, mask), gt).flatten()
