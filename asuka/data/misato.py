@@ -101,8 +101,8 @@ class MisatoDataset(torch.utils.data.Dataset):
                              "(use strict=False for a benchmark built at another size)")
         root = Path(root)
         base = root / str(resolution)
-        if not (base / "image").is_dir() and (root / "image").is_dir() and root.name == str(resolution):
-            base = root
+        if not (base / "image").is_dir() and (root / "image").is_dir():
+            base = root  # the resolution folder itself was given
         image_dir, mask_dir = base / "image", base / "mask"
         missing_dirs = [str(d) for d in (image_dir, mask_dir) if not d.is_dir()]
         if missing_dirs:
