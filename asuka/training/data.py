@@ -87,7 +87,8 @@ class AddMask:
             elif self.kind == "paper_train":
                 from asuka.masks import paper_train_mixture
 
-                self._source = paper_train_mixture(shapes=self.shapes)
+                # no enlargement to 75% here: the MAE's forward masks the extra tokens itself
+                self._source = paper_train_mixture(shapes=self.shapes, target_ratio=None)
             else:
                 raise InputError(f"masks.kind: expected 'paper_train' or 'rect', got {self.kind!r}")
         return self._source

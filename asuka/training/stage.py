@@ -79,4 +79,7 @@ class Stage:
     # -- helpers for subclasses -----------------------------------------------------------
     def freeze(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move a frozen network to the device and the frozen dtype, eval mode, no gradients."""
-        return module.to(self.device, dtype=self.weight_dtype).eval().requires_grad_(False)
+        module.to(self.device)
+        if next(module.parameters()).dtype != self.weight_dtype:  # diffusers warns on any dtype cast
+            module.to(self.weight_dtype)
+        return module.eval().requires_grad_(False)

@@ -1,0 +1,109 @@
+"""Stage ``unet``: a 9-channel latent inpainting UNet from scratch (for a small ASUKA).
+
+Random masks, the null condition (zeros, ``1 x cross_attention_dim`` -- what a default
+:class:`~asuka.models.aligner.AsukaAligner` returns from ``null()``), and the standard
+noise-prediction loss, on the latents of a frozen KL VAE (e.g. the ``vae`` stage's export).
+Exports ``unet/`` and ``scheduler/`` (DDIM with the training noise schedule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from asuka.errors import InputError
+from asuka.training.components import BackboneConfig, load_backbone_part, noise_scheduler
+from asuka.training.config import DataConfig, OptimConfig, TrainConfig
+from asuka.training.data import AddMask
+from asuka.training.stages._diffusion import NoisePredictionStage
+
+
+@dataclasses.dataclass
+class UNetModelConfig:
+    """``UNet2DConditionModel`` fields (``in_channels`` = 2 x latent channels + 1 and
+    ``out_channels`` = latent channels are taken from the VAE). ``init``: a ``save_pretrained``
+    folder to start from instead of random weights."""
+
+    init: str | None = None
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 2
+    cross_attention_dim: int = 256
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+
+
+@dataclasses.dataclass
+class UNetConfig(TrainConfig):
+    """``backbone``: where the frozen VAE comes from (``backbone.vae`` = a folder such as
+    ``runs/vae/export/vae``; ``backbone.preset=tiny`` for tests); ``backbone.pretrained``
+    also provides the noise schedule when it has a ``scheduler/`` folder."""
+
+    unet: UNetModelConfig = dataclasses.field(default_factory=UNetModelConfig)
+    backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(pretrained=None))
+    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=128))
+    optim: OptimConfig = dataclasses.field(
+        default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=0.01, schedule="constant_with_warmup",
+                                            warmup_steps=500))
+
+    def validate(self) -> None:
+        super().validate()
+        u = self.unet
+        n = len(u.block_out_channels)
+        if len(u.down_block_types) != n or len(u.up_block_types) != n:
+            raise InputError(f"config unet: block_out_channels, down_block_types and up_block_types must have "
+                             f"the same length, got {n}, {len(u.down_block_types)}, {len(u.up_block_types)}")
+
+
+class UNetStage(NoisePredictionStage):
+    name = "unet"
+    config_class = UNetConfig
+
+    def build(self) -> None:
+        from diffusers import UNet2DConditionModel
+
+        cfg = self.config
+        self.vae = self.freeze(load_backbone_part(cfg.backbone, "vae", seed=cfg.seed + 2))
+        self.scheduler = noise_scheduler(cfg.backbone)
+        z = self.vae.config.latent_channels
+        u = cfg.unet
+        if u.init is not None:
+            unet = UNet2DConditionModel.from_pretrained(u.init, subfolder="unet") \
+                if Path(u.init, "unet", "config.json").is_file() else UNet2DConditionModel.from_pretrained(u.init)
+        else:
+            factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                unet = UNet2DConditionModel(
+                    sample_size=cfg.data.resolution // factor, in_channels=2 * z + 1, out_channels=z,
+                    block_out_channels=tuple(u.block_out_channels), down_block_types=tuple(u.down_block_types),
+                    up_block_types=tuple(u.up_block_types), layers_per_block=u.layers_per_block,
+                    cross_attention_dim=u.cross_attention_dim, attention_head_dim=u.attention_head_dim,
+                    norm_num_groups=u.norm_num_groups)
+        if unet.config.in_channels != 2 * z + 1:
+            raise InputError(f"unet stage: the UNet takes {unet.config.in_channels} input channels, expected "
+                             f"{2 * z + 1} for a VAE with {z} latent channels")
+        self.cross_dim = unet.config.cross_attention_dim
+        self.models["unet"] = unet
+
+    def dataset_transform(self):
+        return AddMask.from_config(self.config.masks)
+
+    def unet(self):
+        return self.models["unet"]
+
+    def condition(self, batch, step, generator):
+        b = batch["image"].shape[0]
+        # zeros: AsukaAligner's default null condition (1 token); the pipeline's "null" baseline
+        return torch.zeros(b, 1, self.cross_dim, device=batch["image"].device), {}
+
+    def export(self, models, out_dir: Path) -> list[Path]:
+        from diffusers import DDIMScheduler
+
+        out_dir = Path(out_dir)
+        models["unet"].save_pretrained(out_dir / "unet")
+        DDIMScheduler.from_config(self.scheduler.config).save_pretrained(out_dir / "scheduler")
+        return [out_dir / "unet", out_dir / "scheduler"]
