@@ -565,6 +565,7 @@ def build_train_crops(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta_path = out_dir / "params.json"
     meta = {"crop_size": params.crop_size, "seed": params.seed, "max_short_side": params.max_short_side}
+    old: dict = {}
     if meta_path.is_file():
         old = json.loads(meta_path.read_text())
         clash = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
@@ -585,6 +586,10 @@ def build_train_crops(
         names = [crop_name(pid, k) for k in range(crops_per_image)]
         todo = [k for k, nm in enumerate(names) if not (out_dir / nm).is_file()]
         stats["kept"] += crops_per_image - len(todo)
+        known = old.get("windows", {}).get(pid, [])
+        if not todo and len(known) >= crops_per_image:  # nothing to draw: skip decoding the photo
+            windows[pid] = known[:crops_per_image]
+            continue
         base = downscale_short_side(load_rgb(path), params.max_short_side)
         if min(base.size) < params.crop_size:
             print(f"  skip {pid}: {base.size} is smaller than {params.crop_size} px", flush=True)
