@@ -101,10 +101,10 @@ def pil_to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in _SIXTEEN_BIT_MODES:
-        return PIL.Image.fromarray(_sixteen_bit_to_uint8(img), mode="L").convert("RGB")
+        return PIL.Image.fromarray(_sixteen_bit_to_uint8(img)).convert("RGB")
     if img.mode == "F":  # float images: assume 0..255 like PIL's own F -> L conversion
         arr = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-        return PIL.Image.fromarray(arr, mode="L").convert("RGB")
+        return PIL.Image.fromarray(arr).convert("RGB")
     if img.mode == "P":
         # Going through RGBA keeps PIL from warning about palette transparency.
         img = img.convert("RGBA")
@@ -179,7 +179,7 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], *, resize: bool = False,
             f"{width}x{height} (width x height); give a mask of the image's size or resize it "
             "(--resize-mask, nearest)"
         )
-    resized = PIL.Image.fromarray((mask > 0.5).astype(np.uint8) * 255, mode="L").resize(
+    resized = PIL.Image.fromarray((mask > 0.5).astype(np.uint8) * 255).resize(
         (width, height), PIL.Image.NEAREST)
     return (np.asarray(resized) >= 128).astype(np.float32)
 
@@ -198,7 +198,9 @@ def output_format(path: str | os.PathLike) -> str:
 def save_image(image: PIL.Image.Image, path: str | os.PathLike) -> Path:
     """Write ``image`` in the format given by the extension (png, jpg/jpeg, webp).
 
-    JPEG and WebP are written at quality 95. Parent folders are created.
+    JPEG and WebP are written at quality 95. Parent folders are created. The file is written
+    under a temporary name and renamed, so an interrupted run never leaves a partial file that
+    a later run would take for a finished output.
     """
     path = Path(path)
     fmt = output_format(path)
@@ -206,7 +208,13 @@ def save_image(image: PIL.Image.Image, path: str | os.PathLike) -> Path:
     kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    image.save(path, format=fmt, **kwargs)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        image.save(partial, format=fmt, **kwargs)
+        os.replace(partial, path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc}") from None
     return path
 
 

@@ -12,14 +12,15 @@ that share a working size, pasting back, and the output format.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, UNet2DConditionModel
@@ -558,7 +559,8 @@ class AsukaInpaintPipeline(DiffusionPipeline):
             from transformers import CLIPTextModel, CLIPTokenizer
 
             try:
-                te = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
+                # dtype applied below: transformers' name for the argument changed across versions
+                te = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **hub_kwargs)
                 tok = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **hub_kwargs)
             except (OSError, ValueError) as exc:
                 if text_encoder:
@@ -577,11 +579,67 @@ class AsukaInpaintPipeline(DiffusionPipeline):
             if not text_encoder:
                 pipe.text_encoder, pipe.tokenizer = None, None
         if torch_dtype is not None:
-            for name in ("mae", "aligner", "decoder"):
+            for name in ("mae", "aligner", "decoder", "text_encoder"):
                 module = getattr(pipe, name)
                 if module is not None:
                     module.to(torch_dtype)
         return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# Loading for tools (CLI, evaluation): device and dtype by name, one-line errors
+# --------------------------------------------------------------------------------------------
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else MPS if available, else CPU; other names checked."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu") -> torch.dtype:
+    """``"auto"`` -> float16 on CUDA, float32 elsewhere; or a name of :data:`DTYPES`."""
+    if dtype == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}; expected auto or one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_pipeline(model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
+                  **kwargs) -> "AsukaInpaintPipeline":
+    """``AsukaInpaintPipeline.from_pretrained`` (folder or hub id) on a device, in a dtype.
+
+    Failures (missing folder, unknown hub id, no network, broken files) raise
+    :class:`CheckpointError` with one line naming the model.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    source = str(model)
+    if os.path.exists(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
+        raise CheckpointError(f"model {source}: not a pipeline folder (no model_index.json); make one "
+                              "with `asuka convert` or AsukaInpaintPipeline.save_pretrained")
+    try:
+        with _quiet_dtype_rename():
+            pipe = AsukaInpaintPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EnvironmentError) as exc:
+        raise CheckpointError(f"cannot load model {source}: {_first_line(exc)}") from None
+    return pipe.to(torch_device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,6 +673,14 @@ def _check_compatible(mae, aligner, unet, vae, decoder, text_encoder) -> None:
         raise CheckpointError("incompatible pipeline components: " + "; ".join(problems))
 
 
+@contextlib.contextmanager
+def _quiet_dtype_rename():
+    # diffusers >= 0.42 renames torch_dtype to dtype; the versions we support all take torch_dtype.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        yield
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -622,7 +688,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _load_or_explain(loader, source: str, subfolder: str, what: str, **kwargs):
     try:
-        return loader(source, subfolder=subfolder, **kwargs)
+        with _quiet_dtype_rename():
+            return loader(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise CheckpointError(f"{what}: cannot load {subfolder}/: {_first_line(exc)}") from None
 
