@@ -210,3 +210,20 @@ def test_transformers_embedder_loads_a_local_model(tmp_path):
     feats = embed(imgs)
     assert feats.shape == (3, 16) and np.isfinite(feats).all()
     assert not np.allclose(feats[0], feats[2])
+
+
+def test_open_clip_embedder_loads_a_local_checkpoint(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16,
+                                           "head_width": 16},
+           "text_cfg": {"context_length": 8, "vocab_size": 100, "width": 16, "heads": 2, "layers": 1}}
+    (tmp_path / "asuka-tiny-test.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "asuka-tiny-test.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("asuka-tiny-test")
+    torch.save(model.state_dict(), tmp_path / "tiny.pt")
+    embed = make_embedder(f"open_clip:asuka-tiny-test/{tmp_path / 'tiny.pt'}")
+    feats = embed([Image.fromarray(np.full((40, 50, 3), v, np.uint8)) for v in (0, 255)])
+    assert feats.shape == (2, 16) and not np.allclose(feats[0], feats[1])
+    with pytest.raises(InputError, match="cannot load open_clip model"):
+        make_embedder(f"open_clip:asuka-tiny-test/{tmp_path / 'missing.pt'}")
