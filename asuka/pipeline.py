@@ -582,7 +582,7 @@ class AsukaInpaintPipeline(DiffusionPipeline):
             for name in ("mae", "aligner", "decoder", "text_encoder"):
                 module = getattr(pipe, name)
                 if module is not None:
-                    module.to(torch_dtype)
+                    cast_floating(module, torch_dtype)
         return pipe
 
 
@@ -671,6 +671,18 @@ def _check_compatible(mae, aligner, unet, vae, decoder, text_encoder) -> None:
                             f"cross_attention_dim {unet.config.cross_attention_dim}")
     if problems:
         raise CheckpointError("incompatible pipeline components: " + "; ".join(problems))
+
+
+def cast_floating(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Cast a module's floating-point parameters and buffers to ``dtype`` in place.
+
+    Same as ``module.to(dtype)``, minus the warning diffusers' ``ModelMixin.to`` prints on every
+    dtype cast (even for models with no float32-only layers).
+    """
+    casts = {torch.float32: module.float, torch.float16: module.half, torch.bfloat16: module.bfloat16}
+    if dtype not in casts:
+        raise InputError(f"unsupported dtype {dtype}; expected float32, float16 or bfloat16")
+    return casts[dtype]()
 
 
 @contextlib.contextmanager
