@@ -17,7 +17,6 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 
-import cv2
 import numpy as np
 
 from asuka.errors import InputError
