@@ -110,8 +110,9 @@ class Component:
     overlay: tuple["Component", ...] = ()
 
 
-def _pick(components: Sequence[Component], cum: np.ndarray, rng) -> Component:
-    return components[int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))]
+def _pick(cum: np.ndarray, rng) -> int:
+    """Index drawn with probabilities proportional to the weights behind ``cum``."""
+    return int(np.searchsorted(cum, rng.random() * cum[-1], side="right"))
 
 
 def _cumulative(components: Sequence[Component]) -> np.ndarray:
@@ -217,7 +218,8 @@ class MaskMixture:
                     get_generator(o.generator)
                     if o.overlay:
                         raise InputError("overlay components cannot have overlays themselves")
-        self._overlay_cum = {id(c): _cumulative(c.overlay) for c in self.components if c.overlay}
+        # aligned with self.components (not keyed by id(): the mixture is pickled into workers)
+        self._overlay_cum = [_cumulative(c.overlay) if c.overlay else None for c in self.components]
         self.ratio_range = check_hole_range(ratio_range, "ratio_range")
         if target_ratio is not None and not 0 < target_ratio <= 1:
             raise InputError(f"target_ratio must be in (0, 1], got {target_ratio}")
@@ -275,10 +277,10 @@ class MaskMixture:
         """Draw one mask ``(height, width)`` using only ``rng``."""
         h, w = check_size(height, width)
         check_rng(rng)
-        comp = _pick(self.components, self._cum, rng)
-        rr = self.ratio_range
+        k = _pick(self._cum, rng)
+        comp, rr = self.components[k], self.ratio_range
         if comp.overlay:
-            under = _pick(comp.overlay, self._overlay_cum[id(comp)], rng)
+            under = comp.overlay[_pick(self._overlay_cum[k], rng)]
             # leave room for the object: the under-mask covers at most (high - low)
             base, p_under = self._run(under, h, w, rng, None if rr is None else (0.0, rr[1] - rr[0]))
             mask, p_obj = self._run(comp, h, w, rng, rr, base=base)
