@@ -117,9 +117,7 @@ class EvaluationReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": out / "metrics.json", "csv": out / "per_image.csv", "markdown": out / "metrics.md"}
-        # NaN is not JSON: write null instead
-        clean = json.loads(json.dumps(self.to_dict(), default=float).replace("NaN", "null"))
-        paths["json"].write_text(json.dumps(clean, indent=2) + "\n")
+        paths["json"].write_text(json.dumps(_json_safe(self.to_dict()), indent=2, allow_nan=False) + "\n")
         fields = ["name", "group", "hole_ratio"] + [m for m in PER_IMAGE_METRICS
                                                     if any(m in r for r in self.per_image)]
         with open(paths["csv"], "w", newline="") as f:
@@ -128,6 +126,19 @@ class EvaluationReport:
             writer.writerows(self.per_image)
         paths["markdown"].write_text(self.to_markdown())
         return paths
+
+
+def _json_safe(value):
+    """NaN/inf are not JSON: write them as null; numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _mean(values: list[float]) -> float | None:
