@@ -40,6 +40,9 @@ def load_model(cls, source: str, *, what: str, seed: int = 0, **preset_overrides
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return cls.from_preset(source, **preset_overrides)
+    if preset_overrides:
+        raise InputError(f"{what}: config fields {sorted(preset_overrides)} only apply to a preset "
+                         f"({', '.join(sorted(presets))}), got the source {source!r}")
     path = Path(source)
     if path.is_dir():
         try:

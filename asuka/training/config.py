@@ -18,6 +18,7 @@ expected type and the given value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -114,6 +115,9 @@ class TrainConfig:
     #: "auto": continue from the newest checkpoint in output_dir if there is one;
     #: "never": refuse to start if output_dir has checkpoints; or a checkpoint folder path.
     resume: str = "auto"
+    #: where the trained component is exported (default ``<output_dir>/export``); point
+    #: several stages at one folder to assemble a pipeline folder
+    export_dir: str | None = None
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     ema: EMAConfig = dataclasses.field(default_factory=EMAConfig)
@@ -183,6 +187,10 @@ def _coerce(value: Any, tp, key: str):
         if not isinstance(value, dict):
             raise InputError(f"config {key}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"config {key}: expected a mapping, got {value!r}")
+        return dict(value)
     if origin in (tuple, list):
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -258,6 +266,23 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with the 1.2 booleans: only true/false are booleans, so ``mixed_precision: no`` and
+    ``perceptual: off`` stay the strings they look like."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_override(text: str) -> dict:
     """``"optim.lr=3e-4"`` -> ``{"optim": {"lr": 3e-4}}`` (the value parsed as a YAML scalar)."""
     key, sep, raw = text.partition("=")
@@ -265,7 +290,7 @@ def parse_override(text: str) -> dict:
     if not sep or not key or any(not part for part in key.split(".")):
         raise InputError(f"config override: expected key=value (e.g. optim.lr=1e-4), got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise InputError(f"config override {key}: cannot parse value {raw!r}: {exc}") from None
     nested: dict = value
@@ -279,7 +304,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise InputError(f"config file {path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -32,12 +32,13 @@ from asuka.errors import InputError
 from asuka.training.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
 from asuka.training.config import TrainConfig, save_config, to_dict
 from asuka.training.data import build_dataset, make_loader
+from asuka.training.export import write_model_index
 from asuka.training.logs import MetricsLog
 from asuka.training.stage import Stage
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # keys whose change between an interrupted run and its resume is expected
-_RESUMABLE_CHANGES = {"max_steps", "resume", "log_every", "checkpoint_every", "keep_checkpoints",
+_RESUMABLE_CHANGES = {"max_steps", "resume", "log_every", "checkpoint_every", "keep_checkpoints", "export_dir",
                       "data.num_workers"}
 
 
@@ -264,6 +265,7 @@ class _Trainer:
                     for key, value in {"loss": out.loss, **out.logs}.items():
                         value = float(value.detach()) if torch.is_tensor(value) else float(value)
                         step_logs[key] = step_logs.get(key, 0.0) + value / cfg.grad_accum
+                lr = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]  # used by this step
                 self._optimizer_step()
                 self.step += 1
                 window_steps += 1
@@ -272,7 +274,7 @@ class _Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     elapsed = time.perf_counter() - window_start
                     means = self._reduce({k: v / window_steps for k, v in sums.items()})
-                    means["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
+                    means["lr"] = lr
                     means["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
                     log.log(self.step, means)
                     bar.set_postfix(loss=f"{means['loss']:.4g}", sps=f"{means['samples_per_s']:.3g}")
@@ -307,13 +309,16 @@ class _Trainer:
             if target is not None:  # export the EMA weights, keep the raw ones for a later resume
                 self.ema.store(target.parameters())
                 self.ema.copy_to(target.parameters())
+            export_dir = Path(self.config.export_dir) if self.config.export_dir else self.run_dir / "export"
             try:
-                paths = self.stage.export(self.raw, self.run_dir / "export")
+                paths = self.stage.export(self.raw, export_dir)
             finally:
                 if target is not None:
                     self.ema.restore(target.parameters())
             for path in paths:
                 acc.print(f"exported {path}")
+            if write_model_index(export_dir):
+                acc.print(f"{export_dir} holds a complete pipeline (model_index.json written)")
         acc.wait_for_everyone()
         return paths
 
@@ -322,7 +327,8 @@ def train(stage_cls: type[Stage], config: TrainConfig, *, stop_after: int | None
     """Train ``stage_cls`` with ``config``; resume from ``config.output_dir`` per ``config.resume``.
 
     ``stop_after`` ends the loop after that step as if the process had been killed there
-    (for tests of the resume). Exports to ``<output_dir>/export`` when ``max_steps`` is reached.
+    (for tests of the resume). Exports to ``export_dir`` (default ``<output_dir>/export``) when
+    ``max_steps`` is reached.
     """
     if not isinstance(config, stage_cls.config_class):
         raise InputError(f"stage {stage_cls.name}: expected a {stage_cls.config_class.__name__}, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,11 +43,13 @@ class SubstitutionConfig:
 class AlignConfig(TrainConfig):
     """``mae``: the fine-tuned MAE (a ``save_pretrained`` folder such as ``runs/mae/export/mae``,
     the release's ``mae_300.pth``, or a preset for tests). ``aligner``: the aligner's start
-    (a preset: random init, or a folder to continue). ``gradient_checkpointing``: recompute
+    (a preset: random init, widths from the MAE and the UNet; or a folder to continue);
+    ``aligner_config``: preset fields to replace (e.g. ``{num_blocks: 2}``). ``gradient_checkpointing``: recompute
     the frozen UNet's activations in the backward pass (less memory, ~30% slower)."""
 
     mae: str = "full"
     aligner: str = "full"
+    aligner_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
     substitution: SubstitutionConfig = dataclasses.field(default_factory=SubstitutionConfig)
     gradient_checkpointing: bool = False
@@ -97,7 +100,8 @@ class AlignStage(NoisePredictionStage):
 
         if source not in PRESETS:
             return {}
-        return {"in_dim": self.mae.config.decoder_embed_dim, "dim": self.frozen_unet.config.cross_attention_dim}
+        return {"in_dim": self.mae.config.decoder_embed_dim, "dim": self.frozen_unet.config.cross_attention_dim,
+                **self.config.aligner_config}
 
     def dataset_transform(self):
         return AddMask.from_config(self.config.masks)

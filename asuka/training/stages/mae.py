@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from asuka.errors import InputError
 from asuka.training.config import DataConfig, OptimConfig, TrainConfig
@@ -21,9 +22,12 @@ from asuka.training.stage import Stage, StepOutput
 @dataclasses.dataclass
 class MAEConfig(TrainConfig):
     """``model``: preset name (random init: ``full`` ViT-B/16, ``tiny``), a ``save_pretrained``
-    folder, or the release's ``mae_300.pth``. ``mask_ratio``: fraction of tokens removed."""
+    folder, or the release's ``mae_300.pth``; ``model_config``: fields that replace the
+    preset's (e.g. ``{image_size: 64, embed_dim: 192}``; presets only).
+    ``mask_ratio``: fraction of tokens removed."""
 
     model: str = "full"
+    model_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     mask_ratio: float = 0.75
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=256))
     # MAE's fine-tuning optimiser settings (AdamW, betas (0.9, 0.95), weight decay 0.05)
@@ -46,7 +50,7 @@ class MAEStage(Stage):
         from asuka.training.components import load_model
 
         self.models["mae"] = load_model(MAEPrior, self.config.model, what="config model (MAE)",
-                                        seed=self.config.seed)
+                                        seed=self.config.seed, **self.config.model_config)
 
     def dataset_transform(self):
         return AddMask.from_config(self.config.masks)
