@@ -52,6 +52,11 @@ def register(subparsers) -> None:
     r.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     r.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"), help="model dtype")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    r.add_argument("--batch-size", type=int, default=1, help="images per pipeline call (default 1)")
+    r.add_argument("--resolution", type=int, default=None, choices=(512, 1024),
+                   help="MISATO resolution folder (default 512; not for an images/ + masks/ folder)")
+    r.add_argument("--no-composite", action="store_true",
+                   help="keep the model's output everywhere (default: paste the known pixels back)")
     r.set_defaults(func=run_run)
 
 
@@ -75,13 +80,18 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from asuka.errors import AsukaError
+    from asuka.runner import print_to_stderr, run_benchmark
 
-    try:
-        import asuka.pipeline  # noqa: F401
-    except ImportError as exc:
-        raise AsukaError(f"run-benchmark needs asuka.pipeline ({exc})") from None
-    raise AsukaError("run-benchmark is not available in this build yet (asuka.cli.benchmark.run_run)")
+    summary = run_benchmark(
+        args.model, args.data, args.output, steps=args.steps, seed=args.seed, resolution=args.resolution,
+        composite=not args.no_composite, batch_size=args.batch_size, device=args.device or "auto",
+        dtype=args.dtype or "auto", overwrite=args.overwrite, log=print_to_stderr, progress=True,
+    )
+    if summary.failed:
+        print_to_stderr(f"error: {len(summary.failed)} of {summary.assigned} image(s) of process "
+                        f"{summary.process_index} failed; they are left unfinished (rerun to retry)")
+        return 1
+    return 0
 
 
 run = run_build
