@@ -101,7 +101,8 @@ def test_blends_at_every_level(model):
     seen = {}
     hooks = [blk.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(i, a[0].clone()))
              for i, blk in enumerate(model.decoder.up_blocks)]
-    hooks.append(model.decoder.conv_norm_out.register_forward_pre_hook(lambda m, a: seen.__setitem__("out", a[0].clone())))
+    hooks.append(model.decoder.conv_norm_out.register_forward_pre_hook(
+        lambda m, a: seen.__setitem__("out", a[0].clone())))
     try:
         model.decode(z, image, mask)
     finally:
@@ -111,7 +112,8 @@ def test_blends_at_every_level(model):
     assert [f.shape[1:] for f in feats] == [(32, 16, 16), (64, 16, 16), (64, 8, 8)]
     hole8 = F.max_pool2d(mask, 2).bool()  # area > 0 at 8 px
     assert hole8[0, 0, 6, 1]
-    for h, f, hole in ((seen[0], feats[2], hole8), (seen[1], feats[1], mask.bool()), (seen["out"], feats[0], mask.bool())):
+    hole16 = mask.bool()
+    for h, f, hole in ((seen[0], feats[2], hole8), (seen[1], feats[1], hole16), (seen["out"], feats[0], hole16)):
         keep = ~hole.expand_as(h)
         assert torch.equal(h[keep], f[keep])
         assert (h[~keep] - f[~keep]).abs().amin() > 0  # decoder features kept in the hole
@@ -275,11 +277,13 @@ def test_from_release_infers_flux_latents():
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda sd: sd.pop("decoder.up.0.block.1.conv2.bias"), r"missing keys: decoder\.up_blocks\.1\.resnets\.1\.conv2\.bias"),
+        (lambda sd: sd.pop("decoder.up.0.block.1.conv2.bias"),
+         r"missing keys: decoder\.up_blocks\.1\.resnets\.1\.conv2\.bias"),
         (lambda sd: sd.pop("decoder.up.1.upsample.conv.bias"), r"missing key 'decoder\.up\.1\.upsample\.conv\.bias'"),
         (lambda sd: sd.pop("decoder.encoder.layers.1.weight"), r"missing keys: condition_encoder\.layers\.1\.weight"),
         (lambda sd: sd.__setitem__("model.diffusion.x", torch.zeros(1)), r"unexpected keys.*model\.diffusion\.x"),
-        (lambda sd: sd.__setitem__("decoder.up.0.attn.0.q.weight", torch.zeros(1)), r"unexpected keys: decoder\.up\.0\.attn\.0\.q\.weight"),
+        (lambda sd: sd.__setitem__("decoder.up.0.attn.0.q.weight", torch.zeros(1)),
+         r"unexpected keys: decoder\.up\.0\.attn\.0\.q\.weight"),
         (lambda sd: sd.__setitem__("decoder.encoder.layers.0.weight", torch.zeros(32, 3, 3, 3)),
          r"condition_encoder\.layers\.0\.weight: checkpoint \(32, 3, 3, 3\) vs model \(32, 4, 3, 3\)"),
         (lambda sd: sd.pop("decoder.conv_in.weight"), r"decoder\.conv_in\.weight"),
@@ -300,7 +304,8 @@ def test_full_size_release_layout_converts():
             release_state_dict(ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, z=z, post_quant_conv=pqc)).eval()
         assert tuple(model.config.condition_channels) == (128, 256, 512, 512, 512)
         preset = MaskConditionedDecoder.from_preset("full" if z == 4 else "flux")
-        assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in preset.state_dict().items()}
+        shapes = {k: v.shape for k, v in preset.state_dict().items()}
+        assert {k: v.shape for k, v in model.state_dict().items()} == shapes
         mask = torch.zeros(1, 1, 64, 64)
         mask[..., 10:40, 20:50] = 1
         with torch.no_grad():
