@@ -160,3 +160,16 @@ def test_from_release_rejects_wrong_dicts():
         AsukaAligner.from_release({"0.weight": torch.zeros(4, 4), "0.bias": torch.zeros(4)})
     with pytest.raises(CheckpointError, match="file not found"):
         AsukaAligner.from_release("/nonexistent/asuka_alignment_clip.pt")
+
+
+def test_zero_blocks_is_linear_alignment():
+    # the paper's "linear alignment" ablation: Linear + LayerNorm, no transformer block
+    aligner = AsukaAligner(in_dim=8, dim=16, num_blocks=0, head_dim=8)
+    assert len(aligner.blocks) == 0
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.nn.functional.layer_norm(aligner.proj_in(x), (16,), aligner.norm_out.weight,
+                                                  aligner.norm_out.bias)
+        torch.testing.assert_close(aligner(x), expected)
+    with pytest.raises(InputError, match="num_blocks"):
+        AsukaAligner(in_dim=8, dim=16, num_blocks=-1, head_dim=8)

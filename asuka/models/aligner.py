@@ -71,7 +71,8 @@ class AsukaAligner(ModelMixin, ConfigMixin):
     Args:
         in_dim: width of the MAE prior tokens (512 for the released MAE decoder width).
         dim: output width; must equal the UNet's ``cross_attention_dim`` (768 for SD-1.5).
-        num_blocks: number of single-stream blocks.
+        num_blocks: number of single-stream blocks (0: ``Linear`` + ``LayerNorm`` only, the
+            paper's linear-alignment ablation).
         head_dim: attention head width (heads = ``dim // head_dim``).
         mlp_ratio: MLP hidden width / ``dim``.
         null_tokens: number of tokens of the stored null condition (see :meth:`null`).
@@ -91,10 +92,12 @@ class AsukaAligner(ModelMixin, ConfigMixin):
         null_tokens: int = 1,
     ):
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("dim", dim), ("num_blocks", num_blocks),
-                            ("head_dim", head_dim), ("null_tokens", null_tokens)):
+        for name, value in (("in_dim", in_dim), ("dim", dim), ("head_dim", head_dim), ("null_tokens", null_tokens)):
             if int(value) != value or value < 1:
                 raise InputError(f"AsukaAligner: {name} must be a positive integer, got {value!r}")
+        # num_blocks = 0: Linear + LayerNorm only, the paper's "linear alignment" ablation
+        if int(num_blocks) != num_blocks or num_blocks < 0:
+            raise InputError(f"AsukaAligner: num_blocks must be an integer >= 0, got {num_blocks!r}")
         if dim % head_dim:
             raise InputError(f"AsukaAligner: dim must be a multiple of head_dim, got dim={dim}, head_dim={head_dim}")
         if mlp_ratio <= 0:
