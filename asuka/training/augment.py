@@ -50,18 +50,18 @@ def color_jitter(images: torch.Tensor, config: ColorJitterConfig, generator: tor
     dev = images.device
     u = torch.rand(b, 5, generator=generator, device=dev).cpu()  # apply?, then 4 factors
     order = torch.stack([torch.randperm(4, generator=generator, device=dev) for _ in range(b)]).cpu()
-    x = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # torchvision's colour ops work on [0, 1]
-    out = []
+    out = images.clone()
     strengths = (config.brightness, config.contrast, config.saturation, config.hue)
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     for i in range(b):
-        img = x[i : i + 1]
-        if u[i, 0] < config.p:
-            for k in order[i].tolist():
-                s = strengths[k]
-                if s == 0:
-                    continue
-                factor = (2 * u[i, 1 + k].item() - 1) * s  # uniform in [-s, s]
-                img = ops[k](img, factor if k == 3 else 1.0 + factor)
-        out.append(img)
-    return (torch.cat(out) * 2.0 - 1.0).to(images.dtype)
+        if u[i, 0] >= config.p:
+            continue  # left exactly as it was
+        img = ((images[i : i + 1].float() + 1.0) / 2.0).clamp(0.0, 1.0)  # torchvision's colour ops: [0, 1]
+        for k in order[i].tolist():
+            s = strengths[k]
+            if s == 0:
+                continue
+            factor = (2 * u[i, 1 + k].item() - 1) * s  # uniform in [-s, s]
+            img = ops[k](img, factor if k == 3 else 1.0 + factor)
+        out[i] = (img[0] * 2.0 - 1.0).to(images.dtype)
+    return out

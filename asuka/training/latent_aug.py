@@ -208,7 +208,9 @@ class _Crops(torch.utils.data.IterableDataset):
 def _null_condition(config: LatentAugConfig, unet, device, dtype) -> torch.Tensor:
     dim = unet.config.cross_attention_dim
     mode = config.condition
-    if mode in ("auto", "empty_prompt") and config.backbone.preset is None and config.backbone.pretrained:
+    source = config.backbone.pretrained
+    local_without_text = source is not None and Path(source).is_dir() and not Path(source, "text_encoder").is_dir()
+    if mode in ("auto", "empty_prompt") and config.backbone.preset is None and source and not local_without_text:
         try:
             from transformers import CLIPTextModel, CLIPTokenizer
 
