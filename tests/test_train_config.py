@@ -46,6 +46,15 @@ def test_bad_values_name_key_expected_and_given(override, message):
     assert message in str(info.value)
 
 
+def test_partial_section_keeps_the_stage_defaults(tmp_path):
+    f = tmp_path / "u.yaml"
+    f.write_text("backbone: {preset: tiny}\ndata: {root: /x}\n")
+    cfg = load_config(get_stage("unet").config_class, [f], [], stage="unet")
+    # the unet stage's backbone has no SD-1.5 default and its data a 128 px default
+    assert cfg.backbone.pretrained is None and cfg.backbone.preset == "tiny"
+    assert cfg.data.resolution == 128 and cfg.data.root == "/x"
+
+
 def test_stage_mismatch_and_missing_file(tmp_path):
     f = tmp_path / "d.yaml"
     f.write_text("stage: decoder\n")

@@ -318,13 +318,15 @@ def load_config(cls, files: list[str | Path] = (), overrides: list[str] = (), *,
     The ``stage`` key of a file must agree with ``stage`` when given (a decoder config passed
     to ``asuka train align`` is a mistake worth stopping for).
     """
-    data: dict = {}
+    # start from the class's own defaults, so a partial section (``backbone: {preset: tiny}``)
+    # keeps the stage's defaults for the keys it does not name
+    data: dict = to_dict(cls())
     for path in files:
         data = _merge(data, read_yaml(path))
     for text in overrides:
         data = _merge(data, parse_override(text))
     if stage is not None:
-        given = data.get("stage", stage)
+        given = data.get("stage") or stage
         if given != stage:
             raise InputError(f"config stage: this command trains {stage!r}, the config says {given!r}")
         data["stage"] = stage
