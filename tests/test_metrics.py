@@ -15,6 +15,7 @@ from asuka.metrics import (
     composite,
     load_lpips,
     lpips_distance,
+    pixel_metrics,
     psnr,
     seed_variance,
     ssim,
@@ -135,6 +136,19 @@ def test_color_shift_nan_without_boundary_and_band_checked(batch):
     assert torch.isnan(boundary_color_shift(pred, gt, torch.ones_like(mask))).all()
     with pytest.raises(InputError, match="band"):
         boundary_color_shift(pred, gt, mask, band=0)
+
+
+def test_pixel_metrics_in_one_pass_equal_the_single_functions(batch):
+    pred, gt, mask = batch
+    mask = mask.clone()
+    mask[1] = 0  # no hole in the second image
+    both = pixel_metrics(pred, gt, mask, band=3, workers=2)
+    singles = {"psnr": psnr(pred, gt, mask), "ssim": ssim(pred, gt, mask),
+               "boundary_grad": boundary_gradient(pred, gt, mask),
+               "color_shift": boundary_color_shift(pred, gt, mask, band=3)}
+    assert set(both) == set(singles)
+    for key, value in singles.items():
+        torch.testing.assert_close(both[key], value, equal_nan=True, msg=key)
 
 
 # ---------------------------------------------------------------- seed variance

@@ -34,7 +34,14 @@ from asuka.metrics.features import (
 )
 from asuka.metrics.folders import MISATO_DOMAINS, evaluate_folders, match_folders, misato_domains
 from asuka.metrics.perceptual import load_lpips, lpips_distance
-from asuka.metrics.pixel import boundary_color_shift, boundary_gradient, psnr, seed_variance, ssim
+from asuka.metrics.pixel import (
+    boundary_color_shift,
+    boundary_gradient,
+    pixel_metrics,
+    psnr,
+    seed_variance,
+    ssim,
+)
 
 __all__ = [
     "composite",
@@ -43,6 +50,7 @@ __all__ = [
     "boundary_gradient",
     "boundary_color_shift",
     "seed_variance",
+    "pixel_metrics",
     "load_lpips",
     "lpips_distance",
     "FeatureExtractor",

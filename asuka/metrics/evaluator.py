@@ -25,7 +25,7 @@ from asuka.errors import InputError
 from asuka.metrics.composite import check_images, composite, hole
 from asuka.metrics.distribution import fid_from_features, inception_discriminative_scores
 from asuka.metrics.perceptual import lpips_distance
-from asuka.metrics.pixel import boundary_color_shift, boundary_gradient, psnr, ssim
+from asuka.metrics.pixel import pixel_metrics
 
 #: Per-image metrics, in report order.
 PER_IMAGE_METRICS = ("lpips", "psnr", "ssim", "boundary_grad", "color_shift")
@@ -159,13 +159,15 @@ class InpaintingEvaluator:
     color_band: band width in pixels of :func:`asuka.metrics.boundary_color_shift`.
     psnr_eps: see :func:`asuka.metrics.psnr`.
     device: where the networks run; batches are moved there.
+    workers: threads for the per-image CPU metrics (default: up to 8, one per core).
     seed: PCA's random state (the only random step).
     """
 
     def __init__(self, *, feature_extractor: torch.nn.Module | None = None,
                  lpips_model: torch.nn.Module | None = None, ids: bool = True,
                  ids_pca_dim: int | None = None, pixel_metrics: bool = True, color_band: int = 4,
-                 psnr_eps: float = 1e-7, device: str | torch.device = "cpu", seed: int = 0):
+                 psnr_eps: float = 1e-7, device: str | torch.device = "cpu", seed: int = 0,
+                 workers: int | None = None):
         if ids_pca_dim is not None and ids_pca_dim < 1:
             raise InputError(f"ids_pca_dim must be a positive number of dimensions, got {ids_pca_dim}")
         if color_band < 1:
@@ -179,6 +181,7 @@ class InpaintingEvaluator:
         self.color_band = color_band
         self.psnr_eps = psnr_eps
         self.seed = seed
+        self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
         self.reset()
 
     def reset(self) -> None:
@@ -212,10 +215,9 @@ class InpaintingEvaluator:
         if self.lpips_model is not None:
             columns["lpips"] = lpips_distance(self.lpips_model, pred, gt, mask).tolist()
         if self.pixel_metrics:
-            columns["psnr"] = psnr(pred, gt, mask, eps=self.psnr_eps).tolist()
-            columns["ssim"] = ssim(pred, gt, mask).tolist()
-            columns["boundary_grad"] = boundary_gradient(pred, gt, mask).tolist()
-            columns["color_shift"] = boundary_color_shift(pred, gt, mask, band=self.color_band).tolist()
+            for key, values in pixel_metrics(pred, gt, mask, band=self.color_band, psnr_eps=self.psnr_eps,
+                                             workers=self.workers).items():
+                columns[key] = values.tolist()
         for key, values in columns.items():
             for row, v in zip(rows, values):
                 row[key] = v

@@ -20,7 +20,6 @@ for the evaluator's features (16 KiB per image).
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

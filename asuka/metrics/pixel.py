@@ -15,6 +15,7 @@ float64 tensor ``(B,)`` on the CPU, one value per image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -22,7 +23,6 @@ import torch
 from scipy import ndimage
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
-from torchvision.transforms.functional import rgb_to_grayscale
 
 from asuka.errors import InputError
 from asuka.metrics.composite import check_images, composite, hole, to_unit
@@ -31,6 +31,57 @@ from asuka.metrics.composite import check_images, composite, hole, to_unit
 def _hole_numpy(mask: torch.Tensor) -> np.ndarray:
     """``(B,1,H,W)`` mask -> bool array ``(B,H,W)``, True in the hole."""
     return hole(mask)[:, 0].cpu().numpy()
+
+
+def _unit_hwc(images: torch.Tensor) -> np.ndarray:
+    """``(B,3,H,W)`` in [-1, 1] -> float64 ``(B,H,W,3)`` in [0, 1]."""
+    return to_unit(images.double()).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# Grayscale weights of torchvision's rgb_to_grayscale (and TF's), which the release used for SSIM.
+_GRAY = np.array([0.2989, 0.587, 0.114])
+
+
+def _ssim_one(fake: np.ndarray, real: np.ndarray, _hole: np.ndarray | None = None) -> float:
+    return float(structural_similarity(fake @ _GRAY, real @ _GRAY, data_range=1.0))
+
+
+def _gradient_one(fake: np.ndarray, real: np.ndarray, m: np.ndarray) -> float:
+    edges = cv2.Canny(m.astype(np.uint8) * 255, 100, 200) > 0
+    if not edges.any():
+        return 0.0
+    fake, real = fake * 255.0, real * 255.0  # the release works on the 0..255 scale
+    per_channel = []
+    for c in range(3):
+        dx = cv2.Sobel(fake[..., c], cv2.CV_64F, 1, 0, ksize=3) - cv2.Sobel(real[..., c], cv2.CV_64F, 1, 0, ksize=3)
+        dy = cv2.Sobel(fake[..., c], cv2.CV_64F, 0, 1, ksize=3) - cv2.Sobel(real[..., c], cv2.CV_64F, 0, 1, ksize=3)
+        per_channel.append(np.sqrt(dx**2 + dy**2)[edges].mean())
+    return float(np.mean(per_channel))
+
+
+def _color_shift_one(fake: np.ndarray, real: np.ndarray, m: np.ndarray, band: int) -> float:
+    if not m.any() or m.all():
+        return float("nan")
+    # distance of each hole pixel to the nearest known pixel, and that pixel's coordinates
+    dist, nearest = ndimage.distance_transform_edt(m, return_indices=True)
+    inner = np.nonzero(m & (dist <= band))
+    outer = (nearest[0][inner], nearest[1][inner])
+    # convert only the pixels involved: Lab of a whole 512x512 image costs 10x more
+    idx = (np.concatenate([inner[0], outer[0]]), np.concatenate([inner[1], outer[1]]))
+    n = len(inner[0])
+    lab_f, lab_r = rgb2lab(fake[idx]), rgb2lab(real[idx])
+    return float(deltaE_ciede2000(lab_f[:n], lab_f[n:]).mean() - deltaE_ciede2000(lab_r[:n], lab_r[n:]).mean())
+
+
+def _per_image(fn, fake, real, holes, *extra, workers: int = 1) -> torch.Tensor:
+    args = [(f, r, m, *extra) for f, r, m in zip(fake, real, holes)]
+    if workers > 1 and len(args) > 1:
+        # cv2, scipy.ndimage and scikit-image's array code release the GIL: threads run in parallel
+        with ThreadPoolExecutor(min(workers, len(args))) as pool:
+            values = list(pool.map(lambda a: fn(*a), args))
+    else:
+        values = [fn(*a) for a in args]
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
@@ -47,22 +98,22 @@ def psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, eps: float
     return (-10 * torch.log10(mse + eps)).cpu()
 
 
-def ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def ssim(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, workers: int = 1) -> torch.Tensor:
     """SSIM of the grayscale composite against grayscale ``gt`` (the release's convention).
 
-    Grayscale is torchvision's ``rgb_to_grayscale`` (0.2989 R + 0.587 G + 0.114 B) of [0, 1]
-    images, then ``skimage.metrics.structural_similarity(data_range=1)`` with its defaults
-    (7x7 uniform window, sample covariance). Images must be at least 7x7.
+    Grayscale is 0.2989 R + 0.587 G + 0.114 B of [0, 1] images (torchvision's
+    ``rgb_to_grayscale``), then ``skimage.metrics.structural_similarity(data_range=1)`` with
+    its defaults (7x7 uniform window, sample covariance). Images must be at least 7x7.
+    ``workers`` threads share the images of the batch.
     """
-    fake = rgb_to_grayscale(to_unit(composite(pred, gt, mask)))[:, 0].double().cpu().numpy()
-    real = rgb_to_grayscale(to_unit(gt))[:, 0].double().cpu().numpy()
-    if min(real.shape[1:]) < 7:
-        raise InputError(f"ssim: images must be at least 7x7 pixels, got {real.shape[1]}x{real.shape[2]}")
-    return torch.tensor([structural_similarity(f, r, data_range=1.0) for f, r in zip(fake, real)],
-                        dtype=torch.float64)
+    if min(gt.shape[-2:]) < 7:
+        raise InputError(f"ssim: images must be at least 7x7 pixels, got {gt.shape[-1]}x{gt.shape[-2]}")
+    fake, real = _unit_hwc(composite(pred, gt, mask)), _unit_hwc(gt)
+    return _per_image(_ssim_one, fake, real, _hole_numpy(mask), workers=workers)
 
 
-def boundary_gradient(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def boundary_gradient(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *,
+                      workers: int = 1) -> torch.Tensor:
     """Mean Sobel-gradient error along the mask edge (the release's ``cal_grad.py``).
 
     Per colour channel, on the 0..255 scale: the 3x3 Sobel gradients (x and y) of the composite
@@ -71,28 +122,12 @@ def boundary_gradient(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) 
     channels. 0 where the mask has no edge (empty or full mask), as in the release.
     Lower is better: a seam or a blurred boundary raises it.
     """
-    fake = (composite(pred, gt, mask).double() + 1) * 127.5
-    real = (gt.double() + 1) * 127.5
-    fake = fake.permute(0, 2, 3, 1).cpu().numpy()
-    real = real.permute(0, 2, 3, 1).cpu().numpy()
-    holes = _hole_numpy(mask)
-    out = []
-    for f, r, m in zip(fake, real, holes):
-        edges = cv2.Canny(m.astype(np.uint8) * 255, 100, 200) > 0
-        if not edges.any():
-            out.append(0.0)
-            continue
-        per_channel = []
-        for c in range(3):
-            dx = cv2.Sobel(f[..., c], cv2.CV_64F, 1, 0, ksize=3) - cv2.Sobel(r[..., c], cv2.CV_64F, 1, 0, ksize=3)
-            dy = cv2.Sobel(f[..., c], cv2.CV_64F, 0, 1, ksize=3) - cv2.Sobel(r[..., c], cv2.CV_64F, 0, 1, ksize=3)
-            per_channel.append(np.sqrt(dx**2 + dy**2)[edges].mean())
-        out.append(float(np.mean(per_channel)))
-    return torch.tensor(out, dtype=torch.float64)
+    fake, real = _unit_hwc(composite(pred, gt, mask)), _unit_hwc(gt)
+    return _per_image(_gradient_one, fake, real, _hole_numpy(mask), workers=workers)
 
 
 def boundary_color_shift(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *,
-                         band: int = 4) -> torch.Tensor:
+                         band: int = 4, workers: int = 1) -> torch.Tensor:
     """Colour jump across the hole boundary, in CIEDE2000 units, relative to the ground truth.
 
     Every hole pixel within ``band`` pixels (Euclidean) of a known pixel is paired with its
@@ -104,26 +139,40 @@ def boundary_color_shift(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tenso
     """
     if band < 1:
         raise InputError(f"boundary_color_shift: band must be >= 1 pixel, got {band}")
-    fake = to_unit(composite(pred, gt, mask)).double().permute(0, 2, 3, 1).cpu().numpy()
-    real = to_unit(gt).double().permute(0, 2, 3, 1).cpu().numpy()
-    out = []
-    for f, r, m in zip(fake, real, _hole_numpy(mask)):
-        if not m.any() or m.all():
-            out.append(float("nan"))
-            continue
-        # distance of each hole pixel to the nearest known pixel, and that pixel's coordinates
-        dist, nearest = ndimage.distance_transform_edt(m, return_indices=True)
-        inner = np.nonzero(m & (dist <= band))
-        outer = (nearest[0][inner], nearest[1][inner])
-        # convert only the pixels involved: Lab of a whole 512x512 image costs 10x more
-        pts = np.concatenate([np.stack(inner, 1), np.stack(outer, 1)])
-        idx = (pts[:, 0], pts[:, 1])
-        n = len(inner[0])
-        lab_f, lab_r = rgb2lab(f[idx]), rgb2lab(r[idx])
-        jump_f = deltaE_ciede2000(lab_f[:n], lab_f[n:]).mean()
-        jump_r = deltaE_ciede2000(lab_r[:n], lab_r[n:]).mean()
-        out.append(float(jump_f - jump_r))
-    return torch.tensor(out, dtype=torch.float64)
+    fake, real = _unit_hwc(composite(pred, gt, mask)), _unit_hwc(gt)
+    return _per_image(_color_shift_one, fake, real, _hole_numpy(mask), band, workers=workers)
+
+
+def pixel_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, band: int = 4,
+                  psnr_eps: float = 1e-7, workers: int = 1) -> dict[str, torch.Tensor]:
+    """PSNR, SSIM, boundary gradient and boundary colour shift of a batch in one pass.
+
+    Same values as the four functions; the composite and the conversions are done once and the
+    per-image work is shared by ``workers`` threads. Returns name -> ``(B,)`` float64.
+    """
+    if band < 1:
+        raise InputError(f"boundary_color_shift: band must be >= 1 pixel, got {band}")
+    if min(gt.shape[-2:]) < 7:
+        raise InputError(f"ssim: images must be at least 7x7 pixels, got {gt.shape[-1]}x{gt.shape[-2]}")
+    comp = composite(pred, gt, mask)
+    fake, real, holes = _unit_hwc(comp), _unit_hwc(gt), _hole_numpy(mask)
+    mse = ((fake - real) ** 2).reshape(len(fake), -1).mean(1)
+
+    def one(f, r, m):
+        return (_ssim_one(f, r), _gradient_one(f, r, m), _color_shift_one(f, r, m, band))
+
+    if workers > 1 and len(fake) > 1:
+        with ThreadPoolExecutor(min(workers, len(fake))) as pool:
+            values = list(pool.map(one, fake, real, holes))
+    else:
+        values = [one(f, r, m) for f, r, m in zip(fake, real, holes)]
+    values = torch.tensor(values, dtype=torch.float64).reshape(len(fake), 3)
+    return {
+        "psnr": -10 * torch.log10(torch.from_numpy(mse) + psnr_eps),
+        "ssim": values[:, 0],
+        "boundary_grad": values[:, 1],
+        "color_shift": values[:, 2],
+    }
 
 
 def seed_variance(samples: torch.Tensor | Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
