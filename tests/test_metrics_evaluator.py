@@ -106,6 +106,8 @@ def test_ids_skipped_with_fewer_samples_than_dimensions(data):
     assert report.groups["x"]["u_ids"] is None       # 6 samples: any two sets separate
     assert report.groups["x"]["fid"] is not None
     assert any("x: IDS not computed: 6 samples for 6 SVM dimensions" in n for n in report.notes)
+    assert any("x: FID from 3 images of 6-d features" in n for n in report.notes)
+    assert not any(n.startswith("all: FID") for n in report.notes)  # 7 images > 6 dims
 
 
 def test_without_networks_only_pixel_metrics(data):

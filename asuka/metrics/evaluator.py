@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from asuka.errors import InputError
@@ -239,8 +240,13 @@ class InpaintingEvaluator:
         if n < 2:
             notes.append(f"{label}: FID/IDS need at least 2 images, got {n}")
             return out
+        if n <= dim:
+            notes.append(f"{label}: FID from {n} images of {dim}-d features (singular covariances); "
+                         "not comparable with FIDs over more images than dimensions")
         try:
-            out["fid"] = fid_from_features(real, fake)
+            with warnings.catch_warnings():  # scipy warns about the singular case noted above
+                warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+                out["fid"] = fid_from_features(real, fake)
         except ValueError as exc:  # a complex square root: far too few images for the feature size
             notes.append(f"{label}: FID not computed ({exc})")
         if self.ids:
