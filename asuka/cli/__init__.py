@@ -19,6 +19,7 @@ import sys
 # Order is the order shown in ``asuka --help``.
 _COMMAND_MODULES = (
     "asuka.cli.inpaint",
+    "asuka.cli.serve",
     "asuka.cli.convert",
     "asuka.cli.info",
     "asuka.cli.masks",
