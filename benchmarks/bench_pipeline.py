@@ -87,6 +87,44 @@ def _timed(fn, device, repeats: int = 1):
     return best, result
 
 
+def count_flops(ours, x, m, prior, cond, aligned, latents, unet_in, t) -> dict:
+    """GFLOPs of each part, independent of machine load (torch's FlopCounterMode).
+
+    UNet, VAE and decoder are counted on weightless ``meta`` twins built from their configs (no
+    compute, no memory); the MAE prior and the aligner, whose forward has data-dependent steps,
+    on the real models with the real inputs.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from asuka.models.decoder import MaskConditionedDecoder
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / 1e9
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(ours.unet.config)
+        vae = AutoencoderKL.from_config(ours.vae.config)
+        decoder = MaskConditionedDecoder.from_config(ours.decoder.config)
+        decoder._check_inputs = lambda *args: None  # its value-range check cannot run on meta tensors
+        meta = {name: v.to("meta") for name, v in dict(x=x, m=m, z=latents, unet_in=unet_in, t=t, cond=cond,
+                                                       aligned=aligned).items()}
+        flops = dict(
+            unet_step_prior_tokens=count(lambda: unet(meta["unet_in"], meta["t"],
+                                                      encoder_hidden_states=meta["aligned"])),
+            unet_step_77_tokens=count(lambda: unet(meta["unet_in"], meta["t"], encoder_hidden_states=meta["cond"])),
+            vae_encode=count(lambda: vae.encode(meta["x"])),
+            vae_decoder=count(lambda: vae.decode(meta["z"])),
+            asuka_decoder=count(lambda: decoder.decode(meta["z"], meta["x"], meta["m"])),
+        )
+    flops["mae_prior"] = count(lambda: ours.encode_prior(x, m))
+    flops["aligner"] = count(lambda: ours.aligner(prior))
+    return flops
+
+
 def bench(size: str, steps: int, ratio_steps: int, repeats: int, device, dtype, unet_repeats: int = 3,
           parts_only: bool = False) -> dict:
     import torch
@@ -141,6 +179,8 @@ def bench(size: str, steps: int, ratio_steps: int, repeats: int, device, dtype, 
         asuka_dec_s, _ = _timed(lambda: ours.decode_latents(latents, x, m, decoder="asuka"), device, repeats)
         vae_dec_s, _ = _timed(lambda: ours.decode_latents(latents, x, m, decoder="vae"), device, repeats)
 
+        flops = count_flops(ours, x, m, prior, cond, aligned.to(dtype), latents, unet_in, t)
+
     stock_n = encode_s + ratio_steps * unet77_s + vae_dec_s
     ours_n = mae_s + aligner_s + encode_s + ratio_steps * unet_s + asuka_dec_s
     result = dict(
@@ -151,6 +191,10 @@ def bench(size: str, steps: int, ratio_steps: int, repeats: int, device, dtype, 
         parts_s=dict(mae_prior=mae_s, aligner=aligner_s, vae_encode=encode_s, unet_step_prior_tokens=unet_s,
                      unet_step_77_tokens=unet77_s, asuka_decoder=asuka_dec_s, vae_decoder=vae_dec_s),
         ratio_steps=ratio_steps, stock_n_s=stock_n, ours_n_s=ours_n, ratio_n=ours_n / stock_n,
+        gflops=flops,
+        ratio_n_flops=(flops["mae_prior"] + flops["aligner"] + flops["vae_encode"]
+                       + ratio_steps * flops["unet_step_prior_tokens"] + flops["asuka_decoder"])
+        / (flops["vae_encode"] + ratio_steps * flops["unet_step_77_tokens"] + flops["vae_decoder"]),
         peak_rss_gb=dict(after_build=rss_build, after_stock=rss_stock, after_ours=rss_ours),
         params_m={name: sum(p.numel() for p in getattr(ours, name).parameters()) / 1e6
                   for name in ("mae", "aligner", "unet", "vae", "decoder")},
@@ -166,14 +210,17 @@ def report(r: dict) -> str:
         f"== {r['size']} ({r['resolution']}x{r['resolution']}, {r['device']}, {r['dtype']}, "
         f"{r['threads']} threads, {r['steps']} steps) ==",
         "params (M): " + ", ".join(f"{k} {v:.1f}" for k, v in r["params_m"].items()),
-        f"whole inference: stock {r['stock_s']:.3f} s, ASUKA {r['ours_s']:.3f} s, ratio {r['ratio']:.3f}",
+        (f"whole inference: stock {r['stock_s']:.3f} s, ASUKA {r['ours_s']:.3f} s, ratio {r['ratio']:.3f}"
+         if r["stock_s"] == r["stock_s"] else "whole inference: skipped (--parts-only)"),
         f"parts: MAE prior {p['mae_prior']:.3f} s | aligner {p['aligner']:.4f} s | VAE encode {p['vae_encode']:.3f} s"
         f" | UNet step {p['unet_step_prior_tokens']:.3f} s ({r['prior_tokens']} prior tokens; 77 tokens:"
         f" {p['unet_step_77_tokens']:.3f} s)"
         f" | ASUKA decoder {p['asuka_decoder']:.3f} s | VAE decoder {p['vae_decoder']:.3f} s",
         f"{r['ratio_steps']}-step estimate from parts: stock {r['stock_n_s']:.2f} s, ASUKA {r['ours_n_s']:.2f} s, "
         f"ratio {r['ratio_n']:.3f} (target <= 1.15)",
-        "peak RSS (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["peak_rss_gb"].items()),
+        "GFLOPs: " + ", ".join(f"{k} {v:.1f}" for k, v in r["gflops"].items()),
+        f"{r['ratio_steps']}-step FLOP ratio ASUKA / stock: {r['ratio_n_flops']:.3f} (independent of machine load)",
+        "peak RSS (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in r["peak_rss_gb"].items() if v == v),
     ]
     if "peak_cuda_gb" in r:
         lines.append(f"peak CUDA memory: {r['peak_cuda_gb']:.2f} GB")
