@@ -84,6 +84,13 @@ def _from_pretrained(cls, source: str, subfolder: str | None, what: str, local_f
         raise CheckpointError(f"{what}: cannot load {cls.__name__} from {where}: {_first_line(exc)}") from None
 
 
+def load_part_folder(cls, source: str, part: str, *, what: str, local_files_only: bool = False):
+    """``cls`` (a diffusers model) from ``source/part`` when that exists (a pipeline or export
+    folder), else from ``source`` itself (the component's own folder or a hub id with it)."""
+    sub = part if Path(source, part, "config.json").is_file() else None
+    return _from_pretrained(cls, source, sub, what, local_files_only)
+
+
 def _random_backbone(preset: str, part: str, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -113,8 +120,7 @@ def load_backbone_part(config: BackboneConfig, part: str, *, seed: int = 0):
     if override is not None:
         if override in ("tiny", "sd15"):
             return _random_backbone(override, part, seed)
-        sub = part if Path(override, part, "config.json").is_file() else None
-        return _from_pretrained(cls, override, sub, what, config.local_files_only)
+        return load_part_folder(cls, override, part, what=what, local_files_only=config.local_files_only)
     if config.preset is not None:
         return _random_backbone(config.preset, part, seed)
     if config.pretrained is None:

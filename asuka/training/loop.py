@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import time
 import warnings
@@ -172,6 +173,11 @@ class _Trainer:
         changes = _config_changes(state.get("config", {}), to_dict(self.config))
         if changes:
             warnings.warn(f"resuming {source} with a changed config: {'; '.join(changes)}", stacklevel=2)
+        missing = [f"{kind} {name!r}" for kind, ours in (("model", self.raw), ("optimizer", self.optimizers))
+                   for name in ours if name not in state.get(kind + "s", {})]
+        if missing:  # e.g. the GAN discriminator exists only when loss.gan_start < max_steps
+            raise InputError(f"checkpoint {source} has no {', '.join(missing)}: it was written with a config "
+                             "that built other networks; resume with that config or start a new output_dir")
         for name, module in self.raw.items():
             module.load_state_dict(state["models"][name])
         for name, opt in self.optimizers.items():
@@ -242,14 +248,13 @@ class _Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not acc.is_main_process,
                    desc=f"train {self.stage.name}", dynamic_ncols=True)
         batches = self._micro_batches()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # per-key sums over the current log window
         window_start, window_steps = time.perf_counter(), 0
         try:
             while self.step < cfg.max_steps:
                 seed = step_seed(cfg.seed, self.step, acc.process_index)
                 _seed_everything(seed)
                 generator = torch.Generator(device=acc.device).manual_seed(seed)
-                step_logs: dict[str, float] = {}
                 for micro in range(cfg.grad_accum):
                     batch = next(batches)
                     sync = micro == cfg.grad_accum - 1
@@ -259,28 +264,29 @@ class _Trainer:
                                 stack.enter_context(acc.no_sync(model))
                         with acc.autocast():
                             out = self.stage.loss(batch, self.step, generator=generator)
-                        if not torch.isfinite(out.loss):
-                            raise FloatingPointError(f"step {self.step + 1}: loss is {out.loss.item()}")
                         acc.backward(out.loss / cfg.grad_accum)
+                    # summed on the device: reading a value would wait for the GPU every step
                     for key, value in {"loss": out.loss, **out.logs}.items():
-                        value = float(value.detach()) if torch.is_tensor(value) else float(value)
-                        step_logs[key] = step_logs.get(key, 0.0) + value / cfg.grad_accum
+                        value = torch.as_tensor(value).detach().float().to(acc.device) / cfg.grad_accum
+                        sums[key] = sums[key] + value if key in sums else value
                 lr = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]  # used by this step
                 self._optimizer_step()
                 self.step += 1
                 window_steps += 1
-                for key, value in step_logs.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                checkpoint = self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps
+                if checkpoint or self.step % cfg.log_every == 0:
                     elapsed = time.perf_counter() - window_start
-                    means = self._reduce({k: v / window_steps for k, v in sums.items()})
+                    means = self._reduce({k: float(v) / window_steps for k, v in sums.items()})
+                    if not all(math.isfinite(v) for v in means.values()):  # never checkpoint a diverged run
+                        raise FloatingPointError(f"non-finite loss in steps {self.step - window_steps + 1}-"
+                                                 f"{self.step}: {means}")
                     means["lr"] = lr
                     means["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
                     log.log(self.step, means)
                     bar.set_postfix(loss=f"{means['loss']:.4g}", sps=f"{means['samples_per_s']:.3g}")
                     sums, window_start, window_steps = {}, time.perf_counter(), 0
                 bar.update(1)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                if checkpoint:
                     self.save()
                 if stop_after is not None and self.step >= stop_after:
                     break

@@ -124,7 +124,8 @@ class ReconstructionLoss:
                  kl: torch.Tensor | None = None, last_layer: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``recon``/``target``: ``(B, 3, H, W)`` in [-1, 1]; ``kl``: per-sample KL ``(B,)`` of the
-        posterior (or None); ``last_layer``: the generator's output weight (adaptive GAN weight).
+        posterior (or None); ``disc``: the discriminator (None: no GAN term); ``last_layer``: the
+        generator's output weight (adaptive GAN weight).
         Returns ``(total loss, named terms)``."""
         cfg = self.config
         recon, target = recon.float(), target.float()
@@ -138,7 +139,7 @@ class ReconstructionLoss:
         kl_loss = kl.mean() if kl is not None else zero
         total = nll + cfg.kl_weight * kl_loss
         g_loss = d_loss = weight = zero
-        if step >= cfg.gan_start and cfg.gan_weight > 0:
+        if disc is not None and step >= cfg.gan_start and cfg.gan_weight > 0:
             raw = _unwrap(disc)
             frozen = {k: v.detach() for k, v in raw.named_parameters()}
             frozen.update(dict(raw.named_buffers()))

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from asuka.errors import InputError
-from asuka.training.components import BackboneConfig, load_backbone_part, noise_scheduler
+from asuka.training.components import BackboneConfig, load_backbone_part, load_part_folder, noise_scheduler
 from asuka.training.config import DataConfig, OptimConfig, TrainConfig
 from asuka.training.data import AddMask
 from asuka.training.stages._diffusion import NoisePredictionStage
@@ -71,8 +71,7 @@ class UNetStage(NoisePredictionStage):
         z = self.vae.config.latent_channels
         u = cfg.unet
         if u.init is not None:
-            unet = UNet2DConditionModel.from_pretrained(u.init, subfolder="unet") \
-                if Path(u.init, "unet", "config.json").is_file() else UNet2DConditionModel.from_pretrained(u.init)
+            unet = load_part_folder(UNet2DConditionModel, u.init, "unet", what="config unet.init")
         else:
             factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
             with torch.random.fork_rng(devices=[]):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asuka.training.components import load_part_folder
 from asuka.training.config import DataConfig, OptimConfig
 from asuka.training.losses import ReconLossConfig
 from asuka.training.stage import StepOutput
@@ -71,8 +72,7 @@ class VAEStage(AutoencoderStage):
 
         cfg, m = self.config, self.config.vae
         if m.init is not None:
-            sub = "vae" if Path(m.init, "vae", "config.json").is_file() else None
-            vae = AutoencoderKL.from_pretrained(m.init, **({"subfolder": sub} if sub else {}))
+            vae = load_part_folder(AutoencoderKL, m.init, "vae", what="config vae.init")
         else:
             n = len(m.block_out_channels)
             with torch.random.fork_rng(devices=[]):
