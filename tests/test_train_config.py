@@ -100,5 +100,7 @@ def test_cli_print_config_and_error(capsys):
     assert printed["optim"]["lr"] == 0.5 and printed["max_steps"] == 3 and printed["model"] == "tiny"
     assert main(["train", "unet", "unet.layers=2"]) == 2
     assert "unknown key(s) unet.layers" in capsys.readouterr().err
+    assert main(["train", "align", "data.root=/no/such/folder"]) == 2  # before any model is loaded
+    assert "image folder not found: /no/such/folder" in capsys.readouterr().err
     assert main(["make-latent-aug", "fraction=0", "--print-config"]) == 2
     assert "fraction: expected a value in (0, 1]" in capsys.readouterr().err

@@ -117,3 +117,21 @@ def test_align_substitutes_the_unmasked_prior(images, tmp_path):
     _, logs = stage.condition(batch, 50, g)  # p = 0.5: about half
     assert logs["p"] == pytest.approx(0.5) and 0.3 < float(logs["substituted"]) < 0.7
     assert torch.equal((seen[-1] == 0).float().mean(), logs["substituted"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, resolution, args", [
+    ("mae", 256, ["model=full"]),
+    ("align", 512, ["mae=full", "aligner=full", "backbone.preset=sd15", "gradient_checkpointing=true"]),
+    ("decoder", 256, ["backbone.preset=sd15", "loss.gan_start=0", "loss.perceptual=off"]),
+])
+def test_full_size_step(name, resolution, args, tmp_path):
+    """One optimizer step of each ASUKA stage at the paper's sizes (random weights; minutes on a CPU)."""
+    root = tmp_path / "img"
+    root.mkdir()
+    Image.fromarray(np.zeros((resolution, resolution + 16, 3), np.uint8)).save(root / "a.png")
+    cfg = load_config(get_stage(name).config_class, [], [
+        f"output_dir={tmp_path / 'run'}", f"data.root={root}", f"data.resolution={resolution}",
+        "data.num_workers=0", "batch_size=1", "max_steps=1", *args], stage=name)
+    result = train(get_stage(name), cfg)
+    assert result.step == 1 and result.exported

@@ -116,14 +116,27 @@ class Compose:
         return sample
 
 
+def check_data_source(data) -> None:
+    """Fail early (before any model is loaded) when ``data`` names no usable images."""
+    from pathlib import Path
+
+    from asuka.data.images import expand_shards
+
+    if (data.root is None) == (data.shards is None):
+        raise InputError("config data: set exactly one of data.root (an image folder) or "
+                         f"data.shards (webdataset tars); got root={data.root!r}, shards={data.shards!r}")
+    if data.root is not None and not Path(data.root).is_dir():
+        raise InputError(f"config data.root: image folder not found: {data.root}")
+    if data.shards is not None:
+        expand_shards(data.shards)
+
+
 def build_dataset(config, *, transform=None, crop_override=None, rank: int = 0, world_size: int = 1):
     """The dataset ``config.data`` names, at ``config.data.resolution``, seeded by ``config.seed``."""
     from asuka.data.images import ImageFolderDataset, ShardImageDataset
 
     data = config.data
-    if (data.root is None) == (data.shards is None):
-        raise InputError("config data: set exactly one of data.root (an image folder) or "
-                         f"data.shards (webdataset tars); got root={data.root!r}, shards={data.shards!r}")
+    check_data_source(data)
     common = dict(seed=config.seed, resize=data.resize, random_flip=data.random_flip,
                   transform=transform, crop_override=crop_override)
     if data.root is not None:

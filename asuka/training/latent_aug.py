@@ -171,9 +171,6 @@ class _Crops(torch.utils.data.IterableDataset):
         from asuka.data.images import RandomCrop, expand_shards, list_images
 
         data = config.data
-        if (data.root is None) == (data.shards is None):
-            raise InputError("config data: set exactly one of data.root or data.shards, got "
-                             f"root={data.root!r}, shards={data.shards!r}")
         self.config, self.done, self.rank, self.world_size = config, done, rank, world_size
         self.crop = RandomCrop(data.resolution, resize=data.resize, random_flip=data.random_flip)
         self.files = list_images(data.root) if data.root is not None else None
@@ -248,6 +245,9 @@ def make_latent_aug(config: LatentAugConfig) -> int:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from asuka.training.data import check_data_source
+
+    check_data_source(config.data)
     acc = Accelerator(mixed_precision=config.mixed_precision)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
     store = LatentAugStore(config.output_dir)

@@ -32,7 +32,7 @@ import torch
 from asuka.errors import InputError
 from asuka.training.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
 from asuka.training.config import TrainConfig, save_config, to_dict
-from asuka.training.data import build_dataset, make_loader
+from asuka.training.data import build_dataset, check_data_source, make_loader
 from asuka.training.export import write_model_index
 from asuka.training.logs import MetricsLog
 from asuka.training.stage import Stage
@@ -109,6 +109,7 @@ def _resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
 class _Trainer:
     def __init__(self, stage_cls: type[Stage], config: TrainConfig):
         self.config = config
+        check_data_source(config.data)
         self.accelerator = acc = _make_accelerator(config, stage_cls)
         self.run_dir = Path(config.output_dir)
         self.stage = stage_cls(config, device=acc.device, weight_dtype=_DTYPES[config.mixed_precision])
