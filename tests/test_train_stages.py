@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from asuka.errors import InputError
 from asuka.training import get_stage, load_config, train
 from asuka.training.checkpoint import latest_checkpoint, read_checkpoint
 from asuka.training.data import build_dataset
@@ -86,6 +87,26 @@ def test_stage_lowers_its_loss(name, steps, lr, factor, images, tmp_path):
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(np.isfinite(r["loss"]) and r["samples_per_s"] > 0 for r in rows)
     assert (result.run_dir / "config.yaml").is_file() and any((result.run_dir / "tensorboard").iterdir())
+
+
+def test_mae_starts_from_our_folder_or_the_release_layout(images, tmp_path):
+    """``model`` may be a preset (random init), a save_pretrained folder or a release ``.pth``."""
+    from asuka.models.mae import MAEPrior
+
+    torch.manual_seed(0)
+    start = MAEPrior.from_preset("tiny")
+    start.save_pretrained(tmp_path / "ours")
+    torch.save({"model": start.state_dict()}, tmp_path / "mae_300.pth")  # the release's layout
+    for source in (tmp_path / "ours", tmp_path / "mae_300.pth"):
+        cfg = tiny_config("mae", tmp_path / source.stem, images, f"model={source}", "max_steps=1")
+        stage = get_stage("mae")(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
+        stage.build()
+        assert all(torch.equal(a, b) for a, b in zip(stage.models["mae"].state_dict().values(),
+                                                      start.state_dict().values()))
+        assert train(get_stage("mae"), cfg).step == 1
+    cfg = tiny_config("mae", tmp_path / "x", images, f"model={tmp_path / 'ours'}", "model_config={depth: 1}")
+    with pytest.raises(InputError, match=r"config fields \['depth'\] only apply to a preset"):
+        get_stage("mae")(cfg, device=torch.device("cpu"), weight_dtype=torch.float32).build()
 
 
 def test_substitution_schedule():
