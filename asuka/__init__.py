@@ -26,9 +26,12 @@ _LAZY = {
     "AsukaInpaintPipeline": "asuka.pipeline",
     "AsukaError": "asuka.errors",
     "InputError": "asuka.errors",
+    # diffusers' loader checks a component of library "asuka" against the base classes it finds
+    # on this module (getattr(asuka, "ModelMixin")), so the name has to be served here.
+    "ModelMixin": "diffusers",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted(set(_LAZY) - {"ModelMixin"}) + ["__version__"]
 
 
 def __getattr__(name):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DiffusionPipeline, ModelMixin, UNet2DConditionModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -32,15 +32,6 @@ from asuka.errors import CheckpointError, InputError
 from asuka.models.aligner import AsukaAligner
 from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
-
-import asuka as _package
-
-# model_index.json records our components' library as "asuka". diffusers' loader then checks
-# each class against the base classes it finds on that module (getattr(asuka, "ModelMixin")).
-# Until asuka/__init__.py serves that name itself, provide it here: this module is imported
-# whenever an AsukaInpaintPipeline is loaded.
-if "ModelMixin" not in vars(_package):
-    _package.ModelMixin = ModelMixin
 
 DEFAULT_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 CONDITIONS = ("prior", "null", "text")
