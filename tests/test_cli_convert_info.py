@@ -10,16 +10,10 @@ from asuka.pipeline import AsukaInpaintPipeline
 from asuka.testing import tiny_components
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; two threads on two busy shared cores are slower
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory, one_thread):
+def parts(tmp_path_factory):
     """A tiny SD-1.5-inpainting backbone folder, MAE and decoder folders, a release-format aligner."""
     from asuka.models.aligner import _release_names
 

@@ -7,23 +7,16 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from asuka.cli import main
 
 H, W = 48, 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; two threads on two busy shared cores are slower
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, one_thread):
+def model(tmp_path_factory):
     from asuka.testing import tiny_pipeline
 
     path = tmp_path_factory.mktemp("model") / "tiny"

@@ -15,18 +15,9 @@ from asuka.testing import TINY_RESOLUTION, tiny_components, tiny_pipeline
 STEPS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and two threads on two shared, busy cores run
-    # these tests several times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def pipe(one_thread):
+def pipe():
     return tiny_pipeline(0, text_encoder=True)
 
 

@@ -7,7 +7,6 @@ import threading
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from asuka.errors import CheckpointError, InputError
 from asuka.runner import (MANIFEST_NAME, image_seed, open_benchmark, output_path, run_benchmark,
@@ -19,16 +18,9 @@ STEPS = 2
 ITEMS = {"a": (32, 32), "b": (48, 64), "c": (32, 32), "d": (64, 48), "e": (32, 32)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
-def pipe(one_thread):
+def pipe():
     return tiny_pipeline(0)
 
 

@@ -11,7 +11,6 @@ import threading
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from asuka.errors import InputError
 from asuka.web import InpaintApp, make_server
@@ -21,16 +20,10 @@ MAX_UPLOAD = 200_000
 MAX_PIXELS = 10_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; more threads on the shared cores only add contention
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def pipe(one_thread):
+def pipe():
     from asuka.testing import tiny_pipeline
 
     return tiny_pipeline(0)
