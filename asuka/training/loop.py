@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asuka.errors import InputError
+from asuka.errors import AsukaError, InputError
 from asuka.training.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
 from asuka.training.config import TrainConfig, save_config, to_dict
 from asuka.training.data import build_dataset, check_data_source, make_loader
@@ -279,8 +279,9 @@ class _Trainer:
                     elapsed = time.perf_counter() - window_start
                     means = self._reduce({k: float(v) / window_steps for k, v in sums.items()})
                     if not all(math.isfinite(v) for v in means.values()):  # never checkpoint a diverged run
-                        raise FloatingPointError(f"non-finite loss in steps {self.step - window_steps + 1}-"
-                                                 f"{self.step}: {means}")
+                        raise AsukaError(f"training diverged: non-finite loss in steps {self.step - window_steps + 1}"
+                                         f"-{self.step} ({means}); resume from the last checkpoint with a lower "
+                                         "optim.lr")
                     means["lr"] = lr
                     means["samples_per_s"] = samples_per_step * window_steps / max(elapsed, 1e-9)
                     log.log(self.step, means)
