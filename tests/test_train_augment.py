@@ -17,14 +17,6 @@ from asuka.training.data import build_dataset
 from asuka.training.latent_aug import LatentAugConfig, LatentAugStore, make_latent_aug, one_step_estimate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("aug_photos")

@@ -4,21 +4,12 @@ make-latent-aug -> decoder, all exporting into one folder that the pipeline then
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from asuka.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_small_asuka_end_to_end(tmp_path, capsys):

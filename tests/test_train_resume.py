@@ -19,14 +19,6 @@ from asuka.training.checkpoint import list_checkpoints
 from asuka.training.logs import read_metrics
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # also makes the float results independent of the core count
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume_photos")

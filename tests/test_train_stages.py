@@ -24,15 +24,6 @@ STAGE_ARGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Four smooth 'photos' of different sizes (smooth, so the autoencoders can fit them)."""
