@@ -179,7 +179,12 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 def expand_shards(pattern: str) -> list[str]:
     """Shard URLs from a brace pattern, a comma-separated list, or a ``.txt`` file of URLs."""
-    import braceexpand
+    try:
+        import braceexpand
+    except ImportError:
+        raise InputError(
+            "webdataset shards need the webdataset extra: pip install 'asuka[webdataset]'"
+        ) from None
 
     if pattern.endswith(".txt") and Path(pattern).is_file():
         urls = [line.strip() for line in Path(pattern).read_text().splitlines() if line.strip()]
