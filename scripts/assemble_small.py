@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Assemble the shipped small ASUKA from the training runs of ``scripts/train_small.sh``.
+
+* ``asuka/pretrained/asuka-small/``: the pipeline folder (``AsukaInpaintPipeline.save_pretrained``:
+  ``model_index.json``, ``mae/``, ``aligner/``, ``unet/``, ``vae/``, ``scheduler/``, ``decoder/``,
+  safetensors weights), plus ``training/`` -- the resolved config each stage ran with and its
+  ``metrics.csv`` (the record of what was trained). ``MODEL_CARD.md`` is written by hand.
+* ``asuka/pretrained/asuka-small-ablations/``: ``aligner-linear/`` (no transformer blocks) and
+  ``decoder-noaug/`` (decoder trained without colour / latent augmentation), used by
+  ``scripts/small_model_report.py``.
+
+The pipeline is loaded back from the written folder and run once on a random input, so a
+broken folder fails here, not on a user's machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default=str(ROOT / "runs/asuka-small"))
+    p.add_argument("--out", default=str(ROOT / "asuka/pretrained/asuka-small"))
+    p.add_argument("--ablations-out", default=str(ROOT / "asuka/pretrained/asuka-small-ablations"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from asuka import AsukaAligner, MaskConditionedDecoder
+    from asuka.pipeline import load_pipeline
+    from asuka.training.export import write_model_index
+
+    runs, out, abl_out = Path(args.runs), Path(args.out), Path(args.ablations_out)
+    model = runs / "model"
+    if not write_model_index(model):
+        sys.exit(f"{model}: not every component is there yet (mae, aligner, unet, vae, scheduler)")
+    pipe = load_pipeline(model, device="cpu", dtype="float32")
+    if pipe.decoder is None:
+        sys.exit(f"{model}: no decoder/ (train the decoder stage first)")
+    card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else None
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    if card is not None:
+        (out / "MODEL_CARD.md").write_text(card)
+    record = out / "training"
+    record.mkdir()
+    for stage in STAGES:
+        run = runs / stage
+        for name in ("config.yaml", "metrics.csv"):
+            if (run / name).is_file():
+                shutil.copy(run / name, record / f"{stage}.{name.split('.')[-1]}")
+
+    if abl_out.exists():
+        shutil.rmtree(abl_out)
+    AsukaAligner.from_pretrained(runs / "ablations/linear/aligner").save_pretrained(abl_out / "aligner-linear")
+    MaskConditionedDecoder.from_pretrained(runs / "ablations/noaug/decoder").save_pretrained(abl_out / "decoder-noaug")
+
+    # load back what was written and run it once
+    again = load_pipeline(out, device="cpu", dtype="float32")
+    again.set_progress_bar_config(disable=True)
+    size = again.working_resolution
+    image = torch.rand(1, 3, size, size) * 2 - 1
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    res = again(image, mask, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
+    assert res.images.shape == (1, 3, size, size) and torch.isfinite(res.images).all()
+    for folder in (out, abl_out):
+        print(f"{folder}: {folder_size(folder) / 2**20:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
