@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -198,11 +199,13 @@ def test_output_equal_to_input_is_refused(files, model, capsys):
     assert (files / "img.png").read_bytes() == before
 
 
-def test_unknown_extension_and_missing_model(files, model, capsys):
+def test_unknown_extension_and_missing_model(files, model, capsys, monkeypatch):
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.gif", model=model) == 2
     _one_line_error(capsys, "unsupported output extension '.gif'")
+    # no --model and no shipped default (a package installed without asuka/pretrained)
+    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: files / "no-default")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png") == 2
-    _one_line_error(capsys, "--model is required", "no trained ASUKA model ships")
+    _one_line_error(capsys, "--model is required", "default model is not installed")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png", model=str(files)) == 2
     _one_line_error(capsys, "not a pipeline folder")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png",
@@ -228,3 +231,22 @@ def test_subprocess_bad_input_has_no_traceback(files, model):
         capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"asuka: error: file not found: {files / 'missing.png'}"]
+
+
+def test_default_model_is_used_and_announced(files, model, capsys, monkeypatch):
+    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: Path(model))
+    assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png") == 0
+    err = capsys.readouterr().err
+    assert "small demonstration model" in err and "--model" in err and "asuka convert" in err
+    assert PIL.Image.open(files / "o.png").size == (W, H)
+
+
+def test_shipped_default_model_folder_loads():
+    from asuka.cli.inpaint import default_model
+    from asuka.pipeline import load_pipeline
+
+    folder = default_model()
+    if not (folder / "model_index.json").is_file():
+        pytest.skip(f"no shipped model at {folder}")
+    pipe = load_pipeline(folder, device="cpu", dtype="float32")
+    assert pipe.decoder is not None and pipe.working_resolution == 64

@@ -1,7 +1,11 @@
 """``asuka inpaint``: fill the holes of one image, or of a folder of images.
 
-    asuka inpaint IMAGE MASK -o OUT.png --model MODEL
-    asuka inpaint --images DIR --masks DIR -o OUT_DIR --model MODEL
+    asuka inpaint IMAGE MASK -o OUT.png [--model MODEL]
+    asuka inpaint --images DIR --masks DIR -o OUT_DIR [--model MODEL]
+
+Without ``--model`` the small demonstration model shipped in the package is used
+(``asuka/pretrained/asuka-small``, see its MODEL_CARD.md); full-size weights: ``--model``
+with a pipeline folder or hub id (``asuka convert`` makes one from the release files).
 
 Masks: white (or opaque, for a single-colour mask with transparency) = hole; see
 :mod:`asuka.io` for the exact rule. Outputs have the input's size; their format follows the
@@ -16,9 +20,19 @@ import argparse
 import sys
 from pathlib import Path
 
-NO_MODEL = ("--model is required: no trained ASUKA model ships with the package yet; pass a "
+NO_MODEL = ("--model is required: the default model is not installed (no {path}); pass a "
             "pipeline folder or hub id (make one with `asuka convert` or "
             "AsukaInpaintPipeline.save_pretrained)")
+DEFAULT_NOTE = ("asuka: no --model given: using the small demonstration model (trained here at 64 px "
+                "on a few dozen photos, blurry fills); for full-size ASUKA weights pass --model "
+                "FOLDER-or-HUB-ID (`asuka convert` makes a folder from the release files)")
+
+
+def default_model() -> Path:
+    """The pipeline folder shipped in the package: ``asuka/pretrained/asuka-small``."""
+    import asuka
+
+    return Path(asuka.__file__).resolve().parent / "pretrained" / "asuka-small"
 
 
 def register(subparsers) -> None:
@@ -35,7 +49,8 @@ def register(subparsers) -> None:
                    help="output file (.png, .jpg, .webp) or, with --images, output folder")
     p.add_argument("--ext", default=".png", help="output extension in folder mode")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folder mode)")
-    p.add_argument("--model", help="pipeline folder or hub id (required until a model ships)")
+    p.add_argument("--model", help="pipeline folder or hub id (default: the small demonstration model "
+                   "in asuka/pretrained/asuka-small)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--seed", type=int, default=42, help="seed of each image's noise")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
@@ -117,7 +132,11 @@ def run(args) -> int:
 
     jobs = _jobs(args)
     if not args.model:
-        raise InputError(NO_MODEL)
+        folder = default_model()
+        if not (folder / "model_index.json").is_file():
+            raise InputError(NO_MODEL.format(path=folder / "model_index.json"))
+        args.model = str(folder)
+        print(DEFAULT_NOTE, file=sys.stderr)
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     if args.crop_margin < 0:
