@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""End-to-end time of `asuka inpaint`'s default model on this machine's CPU.
+
+A 512 x 512 photo with a centred 256 x 256 hole (25% of the pixels), the CLI's defaults (crop
+mode with a 64 px margin, 50 DDIM steps, the ASUKA decoder), timed as the user sees it:
+
+* ``load``: ``load_pipeline`` of the shipped folder (asuka/pretrained/asuka-small);
+* ``call``: one ``pipe(image, mask)`` (crop, MAE prior, aligner, UNet loop, decoder, paste back);
+* ``cli``: the whole ``asuka inpaint IMAGE MASK -o OUT`` in a fresh process (interpreter start,
+  imports, load, call, PNG write) -- the number the issue's "<= 10 s" target is about.
+
+    python benchmarks/bench_default_model.py [--threads 2] [--repeats 3] [--image PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps (the CLI's default: 50)")
+    p.add_argument("--image", default=None,
+                   help="a photo (centre-cropped and resized to 512); default data/photos/eval/512/"
+                        "skimage-astronaut.png, else scikit-image's astronaut")
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    from asuka.cli.inpaint import default_model
+    from asuka.pipeline import load_pipeline
+
+    path = Path(args.image) if args.image else ROOT / "data/photos/eval/512/skimage-astronaut.png"
+    if path.is_file():
+        photo = Image.open(path).convert("RGB")
+    else:
+        from skimage import data
+
+        photo = Image.fromarray(data.astronaut())
+    side = min(photo.size)
+    left, top = (photo.width - side) // 2, (photo.height - side) // 2
+    photo = photo.crop((left, top, left + side, top + side)).resize((512, 512), Image.LANCZOS)
+    mask = np.zeros((512, 512), np.uint8)
+    mask[128:384, 128:384] = 255
+    mask_img = Image.fromarray(mask)
+    print(f"input: 512x512 photo ({path.name if path.is_file() else 'skimage astronaut'}), hole "
+          f"{(mask > 0).mean():.0%}, {args.steps} steps, {args.threads} torch threads, CPU: {os.cpu_count()} cores")
+
+    model = default_model()
+    t = time.perf_counter()
+    pipe = load_pipeline(model, device="cpu", dtype="float32")
+    load_s = time.perf_counter() - t
+    pipe.set_progress_bar_config(disable=True)
+    print(f"model: {model} (working resolution {pipe.working_resolution} px)")
+
+    calls = []
+    for r in range(args.repeats + 1):  # the first call warms up
+        t = time.perf_counter()
+        out = pipe(photo, mask_img, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(42),
+                   padding_mask_crop=64).images[0]
+        if r:
+            calls.append(time.perf_counter() - t)
+    assert out.size == (512, 512)
+
+    clis = []
+    with tempfile.TemporaryDirectory() as tmp:
+        photo.save(Path(tmp) / "in.png")
+        mask_img.save(Path(tmp) / "mask.png")
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "asuka", "inpaint", str(Path(tmp) / "in.png"),
+                            str(Path(tmp) / "mask.png"), "-o", str(Path(tmp) / "out.png"),
+                            "--steps", str(args.steps)],
+                           check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            clis.append(time.perf_counter() - t)
+
+    def show(name, values):
+        return f"{name}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
+
+    print(f"load_pipeline: {load_s:.2f} s")
+    print(show("pipe(image, mask)", calls))
+    print(show("asuka inpaint (fresh process, end to end)", clis))
+    target = 10.0
+    verdict = "meets" if statistics.median(clis) <= target else "misses"
+    print(f"target <= {target:.0f} s end to end: {verdict} it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
