@@ -337,7 +337,6 @@ def test_cli_start_loads_the_model_and_serves(tmp_path, pipe):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    ([], "--model is required"),
     (["--model", "m", "--port", "70000"], "--port must be in [0, 65535], got 70000"),
     (["--model", "m", "--steps", "0"], "--steps must be in [1, --max-steps=500], got 0"),
     (["--model", "m", "--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
@@ -348,6 +347,14 @@ def test_cli_checks_options_before_loading(argv, needle):
     with pytest.raises(InputError) as info:
         serve.start(_serve_args(*argv))
     assert needle in str(info.value)
+
+
+def test_cli_without_model_uses_the_default_or_says_it_is_required(tmp_path, monkeypatch):
+    from asuka.cli import serve
+
+    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: tmp_path / "not-installed")
+    with pytest.raises(InputError, match="--model is required"):
+        serve.start(_serve_args())
 
 
 def test_cli_missing_model_folder_is_a_checkpoint_error(tmp_path):

@@ -35,6 +35,20 @@ def default_model() -> Path:
     return Path(asuka.__file__).resolve().parent / "pretrained" / "asuka-small"
 
 
+def resolve_model(model: str | None) -> str:
+    """``--model`` as given, or the shipped demonstration model (announced on stderr).
+    Shared by ``asuka inpaint`` and ``asuka serve``."""
+    from asuka.errors import InputError
+
+    if model:
+        return model
+    folder = default_model()
+    if not (folder / "model_index.json").is_file():
+        raise InputError(NO_MODEL.format(path=folder / "model_index.json"))
+    print(DEFAULT_NOTE, file=sys.stderr)
+    return str(folder)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inpaint", help="inpaint an image (or a folder of images) where the mask is white",
@@ -131,12 +145,7 @@ def run(args) -> int:
     from asuka.errors import InputError
 
     jobs = _jobs(args)
-    if not args.model:
-        folder = default_model()
-        if not (folder / "model_index.json").is_file():
-            raise InputError(NO_MODEL.format(path=folder / "model_index.json"))
-        args.model = str(folder)
-        print(DEFAULT_NOTE, file=sys.stderr)
+    args.model = resolve_model(args.model)
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     if args.crop_margin < 0:

@@ -1,6 +1,6 @@
 """``asuka serve``: inpaint in the browser.
 
-    asuka serve --model MODEL [--host 127.0.0.1] [--port 7860] [--device auto] [--dtype auto] [--steps 50]
+    asuka serve [--model MODEL] [--host 127.0.0.1] [--port 7860] [--device auto] [--dtype auto] [--steps 50]
 
 Loads the model once, then serves a page (open the printed URL) where you upload or drop an
 image, paint the hole, and inpaint; and a small API for scripts (``POST /api/inpaint``, see
@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         description="Serve a web page to upload an image, paint the hole and inpaint it, plus "
         "POST /api/inpaint for scripts. The model is loaded once; requests run one at a time.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="pipeline folder or hub id (required until a model ships)")
+    p.add_argument("--model", help="pipeline folder or hub id (default: the small demonstration model "
+                   "in asuka/pretrained/asuka-small)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface -- no authentication!)")
     p.add_argument("--port", type=int, default=7860, help="port (0: any free port)")
@@ -45,10 +46,9 @@ def start(args):
     (slow) model load."""
     from asuka.errors import InputError
 
-    if not args.model:
-        from asuka.cli.inpaint import NO_MODEL
+    from asuka.cli.inpaint import resolve_model
 
-        raise InputError(NO_MODEL)
+    args.model = resolve_model(args.model)
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
     if args.steps < 1 or args.max_steps < args.steps:
