@@ -49,12 +49,30 @@ def resolve_model(model: str | None) -> str:
     return str(folder)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the uninformative ``None`` / ``False`` ones."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--device``, ``--dtype``: shared by ``asuka inpaint`` and ``asuka serve``."""
+    p.add_argument("--model", help="pipeline folder or hub id; without it, the small demonstration "
+                   "model in asuka/pretrained/asuka-small")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "inpaint", help="inpaint an image (or a folder of images) where the mask is white",
         description="Inpaint IMAGE where MASK is white (1 = hole) and write OUT, or every image of "
         "--images with the mask of the same file stem in --masks into the folder OUT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("image", nargs="?", help="input image (any format PIL reads)")
     p.add_argument("mask", nargs="?", help="mask image: white = hole (grayscale, RGB or alpha)")
     p.add_argument("--images", metavar="DIR", help="folder of input images (instead of IMAGE)")
@@ -63,12 +81,9 @@ def register(subparsers) -> None:
                    help="output file (.png, .jpg, .webp) or, with --images, output folder")
     p.add_argument("--ext", default=".png", help="output extension in folder mode")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folder mode)")
-    p.add_argument("--model", help="pipeline folder or hub id (default: the small demonstration model "
-                   "in asuka/pretrained/asuka-small)")
+    add_model_options(p)
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     p.add_argument("--seed", type=int, default=42, help="seed of each image's noise")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
     p.add_argument("--no-composite", action="store_true",
                    help="keep the model's output everywhere (default: paste the known pixels back)")
     p.add_argument("--feather", type=float, default=0.0, help="soft seam width in pixels outside the hole")

@@ -10,8 +10,9 @@ so give ``--host 0.0.0.0`` only on a network you trust.
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from asuka.cli.inpaint import HelpFormatter, add_model_options
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -21,15 +22,11 @@ def register(subparsers) -> None:
         "serve", help="inpaint in the browser: a local web page (and API) on a loaded model",
         description="Serve a web page to upload an image, paint the hole and inpaint it, plus "
         "POST /api/inpaint for scripts. The model is loaded once; requests run one at a time.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", help="pipeline folder or hub id (default: the small demonstration model "
-                   "in asuka/pretrained/asuka-small)")
+        formatter_class=HelpFormatter)
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface -- no authentication!)")
     p.add_argument("--port", type=int, default=7860, help="port (0: any free port)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default="auto",
-                   help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
     p.add_argument("--steps", type=int, default=50, help="default denoising steps (the page can change them)")
     p.add_argument("--max-steps", type=int, default=500, help="most steps a request may ask for")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest request body accepted, MiB")
