@@ -6,7 +6,13 @@ Sources (all reached through package registries, nothing from a model or data hu
 * Debian packages ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
   (``apt-get download`` + ``dpkg -x``; ``apt-get update`` is run once if the download fails);
 * photographs bundled with scikit-image (``skimage.data``) and scikit-learn
-  (``sklearn.datasets.load_sample_image``).
+  (``sklearn.datasets.load_sample_image``), and matplotlib's ``grace_hopper.jpg`` (read from
+  an installed matplotlib, else from its wheel fetched with ``pip download --no-deps``).
+
+Also reviewed, with no photograph in them (every image is a render, an illustration or a logo;
+see :data:`PACKAGES_WITHOUT_PHOTOS`): ``gnome-backgrounds``, ``ukui-wallpapers``,
+``sway-backgrounds``. The ``lomiri-wallpapers`` packages are reserved for independent testing
+of the models trained on this data: the script refuses them (:data:`FORBIDDEN_PACKAGES`).
 
 Which files are photographs was decided by hand -- by reading each package's copyright file /
 per-wallpaper metadata and by looking at every image -- and is written below as explicit lists
@@ -62,6 +68,19 @@ from asuka.errors import InputError
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
 DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
+#: Package name prefixes never downloaded nor unpacked: their photos are the independent test set.
+FORBIDDEN_PACKAGES = ("lomiri-wallpapers",)
+#: Packages looked at (every image file, and the copyright file) that hold no photograph.
+PACKAGES_WITHOUT_PHOTOS: dict[str, str] = {
+    "gnome-backgrounds": "43.1: abstract renders (adwaita, blobs, drool, dune, field, grid, licorice, "
+                         "oceans, pixels, symbolic, truchet, vnc, wood), SVG or WebP; no photograph",
+    "ukui-wallpapers": "20.04.3: 12 digital illustrations (ribbons, flat shapes, a fish, a mouse, "
+                       "a robot head); no photograph",
+    "sway-backgrounds": "1.7: the sway logo on a blue gradient, 8 sizes; no photograph",
+}
+#: Kept photos whose fraction of exactly flat neighbouring pixels is above this get a warning:
+#: renders and flat illustrations score 0.4-1.0, the kept photographs 0.0-0.46 (JPEG sky, fog).
+FLAT_WARNING = 0.5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 EVAL_FULL_SIZE = 512
 MATE_DIR = "usr/share/backgrounds/mate"
@@ -72,10 +91,11 @@ PLASMA_DIR = "usr/share/wallpapers"
 class Photo:
     """One kept photograph.
 
-    ``source`` is ``"debian"``, ``"skimage"`` or ``"sklearn"``. ``locator`` is, for Debian, a
+    ``source`` is ``"debian"``, ``"skimage"``, ``"sklearn"`` or ``"matplotlib"``. ``locator`` is, for Debian, a
     path inside the unpacked package -- a file, or a Plasma wallpaper folder whose largest
     ``contents/images/WxH.*`` is used --; for scikit-image the ``skimage.data`` function name;
-    for scikit-learn the ``load_sample_image`` file name. ``split`` is ``"train"`` or ``"eval"``.
+    for scikit-learn the ``load_sample_image`` file name; for matplotlib a file of its
+    ``mpl-data/sample_data``. ``split`` is ``"train"`` or ``"eval"``.
     """
 
     id: str
@@ -166,6 +186,22 @@ CATALOGUE: tuple[Photo, ...] = (
           "No known copyright restrictions (Brooklyn Museum)", "Brooklyn Museum collection",
           "Greek coins from Pompeii, grey",
           notes="greyscale; stored as RGB with three equal channels"),
+    Photo("skimage-brick", "skimage", "scikit-image", "brick",
+          "CC0 (CC0Textures, Bricks25)", "CC0Textures", "brick wall, grey",
+          notes="greyscale, perspective-corrected; stored as RGB with three equal channels"),
+    Photo("skimage-grass", "skimage", "scikit-image", "grass",
+          "CC0 (DeviantArt, linolafett)", "linolafett", "grass, grey",
+          notes="greyscale; stored as RGB with three equal channels"),
+    Photo("skimage-gravel", "skimage", "scikit-image", "gravel",
+          "CC0 (CC0Textures, Gravel04)", "CC0Textures", "gravel, grey",
+          notes="greyscale; stored as RGB with three equal channels"),
+    Photo("skimage-retina", "skimage", "scikit-image", "retina",
+          "CC0 (Wikimedia Commons)", "Mikael Häggström", "fundus photograph of a retina on black"),
+    Photo("skimage-immunohistochemistry", "skimage", "scikit-image", "immunohistochemistry",
+          "No known copyright restrictions (per skimage.data)", "Center for Microscopy And Molecular Imaging",
+          "stained colonic glands, microscope"),
+    Photo("skimage-hubble", "skimage", "scikit-image", "hubble_deep_field",
+          "Public domain (NASA)", "NASA / Hubble", "Hubble eXtreme Deep Field, galaxies on black"),
     # -- scikit-learn, sklearn.datasets.load_sample_image --
     Photo("sklearn-china", "sklearn", "scikit-learn", "china.jpg",
           "CC-BY-2.0", "danielbuechele (Flickr)", "pagoda, trees, lake", "eval",
@@ -173,6 +209,10 @@ CATALOGUE: tuple[Photo, ...] = (
     Photo("sklearn-flower", "sklearn", "scikit-learn", "flower.jpg",
           "CC-BY-2.0", "vultilion (Flickr)", "dahlia, dark green background",
           notes="sklearn's README credits 'danielbuechele' but links vultilion's photo page"),
+    # -- matplotlib, mpl-data/sample_data --
+    Photo("mpl-grace_hopper", "matplotlib", "matplotlib", "grace_hopper.jpg",
+          "Public domain (U.S. Navy photograph)", "U.S. Navy (portrait of Grace Hopper)",
+          "portrait in uniform, flag", "eval"),
 )
 
 # Everything in the packages that is *not* kept, and why. Used to notice package updates
@@ -251,12 +291,30 @@ def check_catalogue(catalogue: Sequence[Photo]) -> None:
         seen.add(p.id)
         if p.split not in ("train", "eval"):
             raise InputError(f"photo {p.id!r}: split must be 'train' or 'eval', got {p.split!r}")
-        if p.source not in ("debian", "skimage", "sklearn"):
+        if p.source not in ("debian", "skimage", "sklearn", "matplotlib"):
             raise InputError(f"photo {p.id!r}: unknown source {p.source!r}")
+        check_allowed_package(p.package)
         if not p.licence or not p.author:
             raise InputError(f"photo {p.id!r}: licence and author are required")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", p.id):
             raise InputError(f"photo id {p.id!r} must be a plain file name ([A-Za-z0-9_.-])")
+
+
+def check_allowed_package(package: str) -> None:
+    """InputError for the packages reserved for independent testing (:data:`FORBIDDEN_PACKAGES`)."""
+    for prefix in FORBIDDEN_PACKAGES:
+        if package.startswith(prefix):
+            raise InputError(f"package {package!r} is reserved for independent testing of the models "
+                             f"trained on this data and must never be used here")
+
+
+def flat_fraction(img: Image.Image, side: int = 1024) -> float:
+    """Fraction of horizontally neighbouring pixel pairs that are exactly equal (after a bilinear
+    downscale to at most ``side`` px): high for renders and flat illustrations, low for photos."""
+    img = img.convert("RGB")
+    img.thumbnail((side, side), Image.BILINEAR)
+    a = np.asarray(img).astype(np.int16)
+    return float((np.abs(np.diff(a, axis=1)).max(-1) == 0).mean())
 
 
 def split_ids(catalogue: Sequence[Photo]) -> dict[str, list[str]]:
@@ -278,6 +336,8 @@ def download_debs(packages: Iterable[str], dest: Path, *, run: CommandRunner = s
     """
     dest.mkdir(parents=True, exist_ok=True)
     packages = list(packages)
+    for pkg in packages:
+        check_allowed_package(pkg)
     result = _run(run, ["apt-get", "download", *packages], cwd=dest)
     if result.returncode != 0:
         print("apt-get download failed; running apt-get update and retrying", flush=True)
@@ -297,6 +357,7 @@ def find_debs(packages: Iterable[str], folder: Path) -> dict[str, Path]:
     """``{package: newest <package>_*.deb in folder}``; InputError naming any that is missing."""
     found, missing = {}, []
     for pkg in packages:
+        check_allowed_package(pkg)
         debs = sorted(folder.glob(f"{pkg}_*.deb"))
         if debs:
             found[pkg] = debs[-1]
@@ -428,7 +489,13 @@ def fetch_originals(
         if p.source == "debian":
             continue
         dst = originals / f"{p.id}.png"
-        if p.source == "skimage":
+        if p.source == "matplotlib":
+            dst = originals / f"{p.id}{Path(p.locator).suffix.lower()}"
+            if dst.is_file() and p.id in previous:  # no second pip download
+                records[p.id] = previous[p.id]
+                continue
+            where, in_pkg = fetch_matplotlib_sample(p.locator, dst, licenses, run=run)
+        elif p.source == "skimage":
             import skimage
             import skimage.data
 
@@ -452,6 +519,41 @@ def fetch_originals(
     return [records[p.id] for p in catalogue]
 
 
+def fetch_matplotlib_sample(name: str, dst: Path, licenses: Path, *,
+                            run: CommandRunner = subprocess.run) -> tuple[str, str]:
+    """Copy ``mpl-data/sample_data/<name>`` to ``dst``, from an installed matplotlib or else from
+    its wheel (``pip download matplotlib --no-deps``; nothing is installed). Returns
+    ``(source, path in it)`` and copies matplotlib's licence into ``licenses``."""
+    import zipfile
+
+    inner = f"matplotlib/mpl-data/sample_data/{name}"
+    try:
+        import matplotlib
+
+        base = Path(matplotlib.__file__).parent
+        if not dst.is_file():
+            shutil.copyfile(base / "mpl-data" / "sample_data" / name, dst)
+        return f"matplotlib {matplotlib.__version__}", inner
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="asuka-mpl-") as tmp:
+        res = _run(run, [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                         "-d", tmp, "matplotlib"])
+        wheels = sorted(Path(tmp).glob("matplotlib-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise InputError(f"pip download matplotlib failed (exit {res.returncode}): "
+                             f"{(res.stderr or '').strip()[-500:]}")
+        version = wheels[0].name.split("-")[1]
+        with zipfile.ZipFile(wheels[0]) as zf:
+            if not dst.is_file():
+                dst.write_bytes(zf.read(inner))
+            for info in zf.namelist():
+                if ".dist-info/" in info and Path(info).name.startswith("LICENSE"):
+                    (licenses / "matplotlib.LICENSE").write_bytes(zf.read(info))
+                    break
+    return f"matplotlib {version} (wheel)", inner
+
+
 def _copy_dist_licence(dist: str, dst: Path) -> None:
     if dst.is_file():
         return
@@ -470,6 +572,10 @@ def _copy_dist_licence(dist: str, dst: Path) -> None:
 def _record(p: Photo, file: Path, source: str, path_in_source: str) -> dict:
     with Image.open(file) as im:
         size = list(im.size)
+        flat = round(flat_fraction(im), 3)
+    if flat > FLAT_WARNING:
+        print(f"  warning: {p.id} has {flat:.0%} flat pixel pairs (renders / illustrations score above "
+              f"{FLAT_WARNING:.0%}): look at it again", flush=True)
     return {
         "id": p.id,
         "split": p.split,
@@ -481,6 +587,7 @@ def _record(p: Photo, file: Path, source: str, path_in_source: str) -> dict:
         "content": p.content,
         "notes": p.notes,
         "size_wh": size,
+        "flat_fraction": flat,
         "sha256": _sha256(file),
     }
 

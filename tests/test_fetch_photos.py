@@ -42,7 +42,7 @@ def _photo(path: Path, size, mode="RGB", seed=0):
 
 EXPECTED_EVAL = [
     "mate-Dune", "mate-LadyBird", "mate-RainDrops", "plasma-EveningGlow", "plasma-Path",
-    "skimage-astronaut", "sklearn-china",
+    "skimage-astronaut", "sklearn-china", "mpl-grace_hopper",
 ]
 
 
@@ -255,3 +255,29 @@ def test_main_reports_apt_failure_as_one_line(fp, tmp_path, capsys):
     assert fp.main(["--out", str(tmp_path / "o")], catalogue=cat, run=runner) == 2
     err = capsys.readouterr().err
     assert "apt-get download fake-wallpapers failed" in err and "Unable to locate package" in err
+
+
+def test_reserved_packages_are_refused(fp, tmp_path):
+    """lomiri-wallpapers* is the independent test set: never in the catalogue, never fetched."""
+    p = fp.Photo("lomiri-x", "debian", "lomiri-wallpapers-20.04", "usr/x.jpg", "CC-BY-SA", "A", "c")
+    with pytest.raises(InputError, match="reserved for independent testing"):
+        fp.check_catalogue([p])
+    calls = []
+    with pytest.raises(InputError, match="reserved"):
+        fp.download_debs(["mate-backgrounds", "lomiri-wallpapers"], tmp_path,
+                         run=lambda *a, **k: calls.append(a))
+    assert calls == []  # refused before apt-get runs
+    (tmp_path / "lomiri-wallpapers_1_all.deb").write_bytes(b"")
+    with pytest.raises(InputError, match="reserved"):
+        fp.find_debs(["lomiri-wallpapers"], tmp_path)
+    assert not any(x.package.startswith("lomiri") for x in fp.CATALOGUE)
+
+
+def test_flat_fraction_separates_flat_art_from_texture(fp):
+    rng = np.random.default_rng(0)
+    flat = np.zeros((64, 64, 3), np.uint8)
+    flat[:, 32:] = (200, 40, 40)  # two flat colours: a vector illustration
+    noisy = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # sensor-noise-like texture
+    assert fp.flat_fraction(Image.fromarray(flat)) > 0.9
+    assert fp.flat_fraction(Image.fromarray(noisy)) < 0.05
+    assert fp.FLAT_WARNING == 0.5
