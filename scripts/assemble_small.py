@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Assemble the shipped small ASUKA from the training runs of ``scripts/train_small.sh``.
 
-* ``asuka/pretrained/asuka-small/``: the pipeline folder (``AsukaInpaintPipeline.save_pretrained``:
+* ``--out`` (default ``RUNS/asuka-small``; ``asuka/pretrained/asuka-small`` ships it): the pipeline folder (``AsukaInpaintPipeline.save_pretrained``:
   ``model_index.json``, ``mae/``, ``aligner/``, ``unet/``, ``vae/``, ``scheduler/``, ``decoder/``,
   safetensors weights), plus ``training/`` -- the resolved config each stage ran with and its
   ``metrics.csv`` (the record of what was trained). ``MODEL_CARD.md`` is written by hand.
-* ``asuka/pretrained/asuka-small-ablations/``: ``aligner-linear/`` (no transformer blocks) and
+* ``--ablations-out`` (default ``RUNS/asuka-small-ablations``): ``aligner-linear/`` (no transformer blocks) and
   ``decoder-noaug/`` (decoder trained without colour / latent augmentation), used by
   ``scripts/small_model_report.py``.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
+STAGES = ("vae", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
 
 
 def folder_size(path: Path) -> int:
@@ -32,10 +32,14 @@ def folder_size(path: Path) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default=str(ROOT / "runs/asuka-small"))
-    p.add_argument("--out", default=str(ROOT / "asuka/pretrained/asuka-small"))
-    p.add_argument("--ablations-out", default=str(ROOT / "asuka/pretrained/asuka-small-ablations"))
+    p.add_argument("--runs", default=str(ROOT / "runs/asuka-small-128"))
+    p.add_argument("--out", default=None, help="pipeline folder to write (default RUNS/asuka-small; "
+                   "asuka/pretrained/asuka-small to ship it)")
+    p.add_argument("--ablations-out", default=None,
+                   help="default RUNS/asuka-small-ablations (asuka/pretrained/asuka-small-ablations to ship)")
     args = p.parse_args(argv)
+    args.out = args.out or str(Path(args.runs) / "asuka-small")
+    args.ablations_out = args.ablations_out or str(Path(args.runs) / "asuka-small-ablations")
     torch.set_num_threads(1)
 
     from asuka import AsukaAligner, MaskConditionedDecoder

@@ -1,64 +1,89 @@
 #!/usr/bin/env bash
-# Train the small ASUKA shipped in asuka/pretrained/asuka-small, end to end, with the project's
-# own commands (`asuka train ...`, `asuka make-latent-aug`), then assemble the shipped folders.
+# Train the small ASUKA shipped in asuka/pretrained/asuka-small (128 px), end to end, with the
+# project's own commands (`asuka train ...`, `asuka make-latent-aug`), then assemble the folders.
 #
-#   python scripts/fetch_photos.py --out data/photos --crop-size 128 --crops-per-image 200 --seed 0
-#   python scripts/fetch_photos.py --out data/photos --crop-size 64     # eval/64 for the report
-#   bash scripts/train_small.sh                 # everything, one stage after the other
-#   PARALLEL=1 bash scripts/train_small.sh      # independent stages two at a time (as trained)
+#   python scripts/fetch_photos.py --out data/photos --crop-size 128 --crops-per-image 300 --seed 0
+#   bash scripts/train_small.sh                        # everything, two stages at a time
+#   RUNS=/work/runs/asuka-small-128 bash scripts/train_small.sh   # where the shipped model was trained
 #
-# Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any
-# of them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to runs/asuka-small/
-# (resumable: re-running continues from the newest checkpoint of each stage). Each stage uses
-# one torch thread (OMP_NUM_THREADS=1) so two stages can share a 2-core machine.
+# Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
+# them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
+# runs/asuka-small-128): re-running resumes every stage from its newest checkpoint (a finished
+# stage only re-exports), so a longer schedule continues the same runs. Each stage uses one torch
+# thread (OMP_NUM_THREADS=1) and two lanes run side by side on a 2-core machine (a stage that
+# needs another lane's export waits for it); NICE (default 10) keeps them from starving
+# interactive work. PARALLEL=0 runs lane A then lane B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VAE_STEPS=${VAE_STEPS:-1000}          # phase 1, lr 1e-3
-VAE_FT_STEPS=${VAE_FT_STEPS:-500}     # phase 2, lr 2e-4
-MAE_STEPS=${MAE_STEPS:-5500}
-UNET_STEPS=${UNET_STEPS:-4000}
-ALIGN_STEPS=${ALIGN_STEPS:-1500}      # align and align_linear (ablation) alike
-DECODER_STEPS=${DECODER_STEPS:-2500}    # decoder and decoder_noaug (ablation) alike
-PARALLEL=${PARALLEL:-0}
-CFG=configs/asuka-small
-RUNS=runs/asuka-small
+VAE_STEPS=${VAE_STEPS:-1000}
+MAE_STEPS=${MAE_STEPS:-2000}
+UNET_STEPS=${UNET_STEPS:-2500}
+ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
+DECODER_STEPS=${DECODER_STEPS:-800}   # decoder and decoder_noaug (ablation) alike
+PARALLEL=${PARALLEL:-1}
+NICE=${NICE:-10}
+CFG=configs/asuka-small-128
+RUNS=${RUNS:-runs/asuka-small-128}
 LOGS=${LOGS:-$RUNS/logs}
+MODEL=$RUNS/model
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$LOGS"
+rm -f "$RUNS"/*.done
 
-stage() {  # stage NAME STEPS asuka-args...: train (or resume) to STEPS and export
+stage() {  # stage NAME STEPS asuka-args...: train (or resume) to STEPS, export, mark done
   local name=$1 steps=$2; shift 2
   echo "[$(date +%T)] $name: $steps steps"
   local start=$SECONDS
-  asuka "$@" max_steps="$steps" > "$LOGS/$name.log" 2>&1
+  nice -n "$NICE" asuka "$@" output_dir="$RUNS/$name" max_steps="$steps" >> "$LOGS/$name.log" 2>&1
   echo "[$(date +%T)] $name done in $((SECONDS - start)) s"
+  touch "$RUNS/$name.done"
 }
 
-run_pair() {  # run_pair "cmd1" "cmd2"
-  if [ "$PARALLEL" = 1 ]; then
-    eval "$1" & local p1=$!
-    eval "$2" & local p2=$!
-    wait $p1; wait $p2
-  else
-    eval "$1"; eval "$2"
-  fi
+wait_for() {  # wait_for NAME: until stage NAME of the other lane is done (fail if that lane died)
+  while [ ! -e "$RUNS/$1.done" ]; do
+    if [ -e "$RUNS/lane.failed" ]; then echo "the other lane failed; stopping"; return 1; fi
+    sleep 10
+  done
 }
 
-# 1. small KL-VAE (the SD VAE stand-in; two phases) | MAE prior (independent of the backbone)
-run_pair "stage vae $VAE_STEPS train vae --config $CFG/vae.yaml && \
-          stage vae_finetune $VAE_FT_STEPS train vae --config $CFG/vae_finetune.yaml" \
-         "stage mae $MAE_STEPS train mae --config $CFG/mae.yaml"
-# 2. 9-channel inpainting UNet on the VAE's latents (null condition) | decoder w/o augmentation
-run_pair "stage unet $UNET_STEPS train unet --config $CFG/unet.yaml" \
-         "stage decoder_noaug $DECODER_STEPS train decoder --config $CFG/decoder_noaug.yaml"
-# 3. latent augmentation (the UNet's one-step estimates) then the decoder with both
-#    augmentations | alignment (MAE + UNet frozen), then the linear-alignment ablation
-run_pair "echo \"[\$(date +%T)] make-latent-aug\" && \
-          asuka make-latent-aug --config $CFG/latent_aug.yaml > $LOGS/latent_aug.log 2>&1 && \
-          stage decoder $DECODER_STEPS train decoder --config $CFG/decoder.yaml" \
-         "stage align $ALIGN_STEPS train align --config $CFG/align.yaml && \
-          stage align_linear $ALIGN_STEPS train align --config $CFG/align_linear.yaml"
+lane_a() {  # VAE -> UNet -> latent augmentation -> decoder
+  # 1. small KL-VAE (the SD VAE stand-in)
+  stage vae "$VAE_STEPS" train vae --config $CFG/vae.yaml export_dir=$MODEL
+  # 2. inpainting UNet on the VAE's latents, conditioned on tokens of a low-resolution view
+  #    of the whole image (null condition for 20% of the samples)
+  stage unet "$UNET_STEPS" train unet --config $CFG/unet.yaml export_dir=$MODEL backbone.vae=$MODEL/vae
+  # 3. latent augmentation (the UNet's one-step estimates), then the decoder with both augmentations
+  echo "[$(date +%T)] make-latent-aug"
+  nice -n "$NICE" asuka make-latent-aug --config $CFG/latent_aug.yaml output_dir=$RUNS/latent_aug \
+      backbone.pretrained=$MODEL > "$LOGS/latent_aug.log" 2>&1
+  stage decoder "$DECODER_STEPS" train decoder --config $CFG/decoder.yaml export_dir=$MODEL \
+      backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug
+}
 
-# 4. assemble the shipped folders (weights + configs + metrics of every stage)
-python scripts/assemble_small.py --runs $RUNS
+lane_b() {  # MAE -> decoder without augmentation (ablation) -> aligner -> linear aligner (ablation)
+  stage mae "$MAE_STEPS" train mae --config $CFG/mae.yaml export_dir=$MODEL
+  wait_for vae
+  stage decoder_noaug "$DECODER_STEPS" train decoder --config $CFG/decoder_noaug.yaml \
+      export_dir=$RUNS/ablations/noaug backbone.vae=$MODEL/vae
+  wait_for unet
+  stage align "$ALIGN_STEPS" train align --config $CFG/align.yaml export_dir=$MODEL \
+      mae=$MODEL/mae backbone.pretrained=$MODEL
+  stage align_linear "$ALIGN_STEPS" train align --config $CFG/align_linear.yaml \
+      export_dir=$RUNS/ablations/linear mae=$MODEL/mae backbone.pretrained=$MODEL
+}
+
+rm -f "$RUNS/lane.failed"
+if [ "$PARALLEL" = 1 ]; then
+  # a failing stage stops its lane (set -e) and marks it, so the other lane stops waiting
+  (set -eE; trap 'touch "$RUNS/lane.failed"' ERR; lane_a) & pa=$!
+  (set -eE; trap 'touch "$RUNS/lane.failed"' ERR; lane_b) & pb=$!
+  wait $pa; wait $pb
+else
+  lane_a; lane_b
+fi
+
+# 4. assemble the folders (weights + configs + metrics of every stage) into $RUNS/asuka-small and
+#    $RUNS/asuka-small-ablations; shipping them is a separate, deliberate copy (TRAINING.md)
+python scripts/assemble_small.py --runs "$RUNS"
+echo "[$(date +%T)] all stages done"

@@ -147,3 +147,35 @@ def test_full_size_step(name, resolution, args, tmp_path):
         "data.num_workers=0", "batch_size=1", "max_steps=1", *args], stage=name)
     result = train(get_stage(name), cfg)
     assert result.step == 1 and result.exported
+
+
+def test_unet_lowres_caption_condition(images, tmp_path):
+    """``condition.kind=lowres``: the UNet is trained on tokens of a low-resolution view of the
+    whole image (one per block, depending on the image), zeros for the ``p_null`` share; the
+    caption encoder trains with the UNet and only the UNet (+ scheduler) is exported."""
+    from asuka.training.stages.unet import LowResCaption
+
+    stage_cls = get_stage("unet")
+    cfg = tiny_config("unet", tmp_path / "u", images, "condition.kind=lowres", "condition.grid=4",
+                      "condition.cell=2", "condition.p_null=0.5", "max_steps=3")
+    stage = stage_cls(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
+    stage.build()
+    assert list(stage.models) == ["unet", "caption"] and stage.ema_model() == "unet"
+    data = build_dataset(cfg, transform=stage.dataset_transform())
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(4)])
+    cond, logs = stage.condition(batch, 0, torch.Generator().manual_seed(1))
+    assert cond.shape == (4, 16, 32)
+    null = cond.flatten(1).abs().amax(1) == 0
+    assert 0 < int(null.sum()) < 4 and logs["null"] == pytest.approx(float(null.float().mean()))
+    # a token depends on its own block of the image only
+    cap = LowResCaption(8, grid=2, cell=1)
+    img = torch.zeros(1, 3, 8, 8)
+    base = cap(img)
+    img[..., :4, :4] = 1.0  # top-left block
+    changed = (cap(img) - base).abs().amax(-1)[0] > 1e-6
+    assert changed.tolist() == [True, False, False, False]
+    result = train(stage_cls, cfg)
+    assert result.step == 3 and result.exported
+    assert "caption" in read_checkpoint(latest_checkpoint(result.run_dir))["models"]
+    with pytest.raises(InputError, match="condition.kind"):
+        tiny_config("unet", tmp_path / "v", images, "condition.kind=text").validate()

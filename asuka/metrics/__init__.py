@@ -35,8 +35,10 @@ from asuka.metrics.features import (
 from asuka.metrics.folders import MISATO_DOMAINS, evaluate_folders, match_folders, misato_domains
 from asuka.metrics.perceptual import load_lpips, lpips_distance
 from asuka.metrics.pixel import (
+    band_color_error,
     boundary_color_shift,
     boundary_gradient,
+    hole_psnr,
     pixel_metrics,
     psnr,
     seed_variance,
@@ -46,6 +48,8 @@ from asuka.metrics.pixel import (
 __all__ = [
     "composite",
     "psnr",
+    "hole_psnr",
+    "band_color_error",
     "ssim",
     "boundary_gradient",
     "boundary_color_shift",

@@ -9,6 +9,10 @@ float64 tensor ``(B,)`` on the CPU, one value per image.
 * :func:`boundary_gradient` -- the release's mask-boundary gradient error (``cal_grad.py``).
 * :func:`boundary_color_shift` -- CIEDE2000 colour jump across the hole boundary, relative to
   the ground truth's own jump (the "visual consistency" ASUKA's decoder targets).
+* :func:`hole_psnr` -- PSNR over the hole pixels only (the known pixels are exact in the
+  composite, so the whole-image PSNR mostly measures the hole ratio).
+* :func:`band_color_error` -- CIEDE2000 between the fill and the ground truth in the band just
+  inside the hole (colour cast / seam where the fill meets its surroundings).
 * :func:`seed_variance` -- how much the fill changes across random seeds.
 """
 
@@ -71,6 +75,51 @@ def _color_shift_one(fake: np.ndarray, real: np.ndarray, m: np.ndarray, band: in
     n = len(inner[0])
     lab_f, lab_r = rgb2lab(fake[idx]), rgb2lab(real[idx])
     return float(deltaE_ciede2000(lab_f[:n], lab_f[n:]).mean() - deltaE_ciede2000(lab_r[:n], lab_r[n:]).mean())
+
+
+def _band_pixels(m: np.ndarray, band: int):
+    dist = ndimage.distance_transform_edt(m)
+    return np.nonzero(m & (dist <= band))
+
+
+def _band_error_one(fake: np.ndarray, real: np.ndarray, m: np.ndarray, band: int) -> tuple[float, float]:
+    if not m.any() or m.all():
+        return float("nan"), float("nan")
+    idx = _band_pixels(m, band)
+    lab_f, lab_r = rgb2lab(fake[idx][None])[0], rgb2lab(real[idx][None])[0]
+    per_pixel = float(deltaE_ciede2000(lab_f, lab_r).mean())
+    cast = float(deltaE_ciede2000(lab_f.mean(0), lab_r.mean(0)))
+    return per_pixel, cast
+
+
+def band_color_error(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, band: int = 4,
+                     reduce: str = "pixel", workers: int = 1) -> torch.Tensor:
+    """Colour error of the fill in the band of hole pixels within ``band`` px (Euclidean) of a
+    known pixel, in CIEDE2000 units (CIE Lab, D65, scikit-image), against ``gt``.
+
+    ``reduce="pixel"``: the mean over the band of each pixel's CIEDE2000 to the ground truth;
+    ``"mean"``: the CIEDE2000 between the band's mean Lab colours (a colour cast of the fill's
+    edge, blind to texture). 0 when ``pred == gt``; NaN for a mask with no hole or no known pixel.
+    """
+    if band < 1:
+        raise InputError(f"band_color_error: band must be >= 1 pixel, got {band}")
+    if reduce not in ("pixel", "mean"):
+        raise InputError(f"band_color_error: reduce must be 'pixel' or 'mean', got {reduce!r}")
+    fake, real = _unit_hwc(composite(pred, gt, mask)), _unit_hwc(gt)
+    k = 0 if reduce == "pixel" else 1
+    return _per_image(lambda f, r, m: _band_error_one(f, r, m, band)[k], fake, real, _hole_numpy(mask),
+                      workers=workers)
+
+
+def hole_psnr(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """PSNR in dB on the [0, 1] scale over the hole pixels (all three channels) only:
+    ``-10 log10(mse_hole + eps)``. NaN for an image without hole pixels."""
+    check_images(pred, gt, mask)
+    m = hole(mask).double()
+    err = ((to_unit(pred.double()) - to_unit(gt.double())) ** 2 * m).flatten(1).sum(1)
+    n = m.flatten(1).sum(1) * pred.shape[1]
+    mse = torch.where(n > 0, err / n.clamp(min=1), torch.full_like(err, float("nan")))
+    return (-10 * torch.log10(mse + eps)).cpu()
 
 
 def _per_image(fn, fake, real, holes, *extra, workers: int = 1) -> torch.Tensor:

@@ -1,8 +1,22 @@
 """Stage ``unet``: a 9-channel latent inpainting UNet from scratch (for a small ASUKA).
 
-Random masks, the null condition (zeros, ``1 x cross_attention_dim`` -- what a default
-:class:`~asuka.models.aligner.AsukaAligner` returns from ``null()``), and the standard
-noise-prediction loss, on the latents of a frozen KL VAE (e.g. the ``vae`` stage's export).
+Random masks and the standard noise-prediction loss, on the latents of a frozen KL VAE (e.g.
+the ``vae`` stage's export). The cross-attention condition (``condition.kind``):
+
+* ``null``: always the null condition (zeros, ``1 x cross_attention_dim`` -- what a default
+  :class:`~asuka.models.aligner.AsukaAligner` returns from ``null()``); the UNet then never
+  learns to read its cross-attention;
+* ``lowres``: a "caption" of the whole, *unmasked* image, as SD-1.5 is trained on captions:
+  the image at ``grid * cell`` px (area resize), one token per ``cell x cell`` pixel block
+  (``3 cell^2`` values) -> Linear -> + learned position embedding -> LayerNorm, a
+  :class:`LowResCaption` trained jointly with the UNet. With probability ``p_null`` per sample
+  the tokens are replaced by zeros, which the UNet sees exactly as the 1-token null condition
+  (bias-free keys and values of zeros: uniform attention over zero values). The caption
+  encoder is training-only (kept in the run's checkpoints, not exported): at inference the
+  UNet reads ``aligner(MAE prior)`` instead, and the ``align`` stage learns that mapping
+  through this frozen UNet. Use ``grid`` = the MAE's tokens per side so both have one token per
+  image block.
+
 Exports ``unet/`` and ``scheduler/`` (DDIM with the training noise schedule).
 """
 
@@ -18,6 +32,36 @@ from asuka.training.components import BackboneConfig, load_backbone_part, load_p
 from asuka.training.config import DataConfig, OptimConfig, TrainConfig
 from asuka.training.data import AddMask
 from asuka.training.stages._diffusion import NoisePredictionStage
+
+
+@dataclasses.dataclass
+class ConditionConfig:
+    """The UNet's training condition (see the module docstring). ``kind``: ``null`` or
+    ``lowres``; ``grid``: tokens per side; ``cell``: pixels per token side of the low-resolution
+    view (``grid * cell`` px in all); ``p_null``: probability of the null condition per sample."""
+
+    kind: str = "null"
+    grid: int = 8
+    cell: int = 2
+    p_null: float = 0.2
+
+
+class LowResCaption(torch.nn.Module):
+    """Tokens of a low-resolution view of the whole image: ``(B, 3, H, W)`` in [-1, 1] ->
+    ``(B, grid^2, dim)``, row-major over the ``grid x grid`` blocks."""
+
+    def __init__(self, dim: int, grid: int = 8, cell: int = 2):
+        super().__init__()
+        self.grid, self.cell = grid, cell
+        self.proj = torch.nn.Linear(3 * cell * cell, dim)
+        self.pos = torch.nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+        self.norm = torch.nn.LayerNorm(dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        side = self.grid * self.cell
+        view = torch.nn.functional.interpolate(image.float(), size=(side, side), mode="area")
+        tokens = torch.nn.functional.unfold(view, kernel_size=self.cell, stride=self.cell)  # (B, 3c^2, g^2)
+        return self.norm(self.proj(tokens.transpose(1, 2)) + self.pos)
 
 
 @dataclasses.dataclass
@@ -43,6 +87,7 @@ class UNetConfig(TrainConfig):
     also provides the noise schedule when it has a ``scheduler/`` folder."""
 
     unet: UNetModelConfig = dataclasses.field(default_factory=UNetModelConfig)
+    condition: ConditionConfig = dataclasses.field(default_factory=ConditionConfig)
     backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(pretrained=None))
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=128))
     optim: OptimConfig = dataclasses.field(
@@ -56,6 +101,13 @@ class UNetConfig(TrainConfig):
         if len(u.down_block_types) != n or len(u.up_block_types) != n:
             raise InputError(f"config unet: block_out_channels, down_block_types and up_block_types must have "
                              f"the same length, got {n}, {len(u.down_block_types)}, {len(u.up_block_types)}")
+        c = self.condition
+        if c.kind not in ("null", "lowres"):
+            raise InputError(f"config condition.kind: expected 'null' or 'lowres', got {c.kind!r}")
+        if c.grid < 1 or c.cell < 1:
+            raise InputError(f"config condition: grid and cell must be >= 1, got {c.grid} and {c.cell}")
+        if not 0.0 <= c.p_null <= 1.0:
+            raise InputError(f"config condition.p_null: expected a probability, got {c.p_null}")
 
 
 class UNetStage(NoisePredictionStage):
@@ -86,7 +138,11 @@ class UNetStage(NoisePredictionStage):
             raise InputError(f"unet stage: the UNet takes {unet.config.in_channels} input channels, expected "
                              f"{2 * z + 1} for a VAE with {z} latent channels")
         self.cross_dim = unet.config.cross_attention_dim
-        self.models["unet"] = unet
+        self.models["unet"] = unet  # first: the EMA model
+        if cfg.condition.kind == "lowres":
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + 5)
+                self.models["caption"] = LowResCaption(self.cross_dim, cfg.condition.grid, cfg.condition.cell)
 
     def dataset_transform(self):
         return AddMask.from_config(self.config.masks)
@@ -95,9 +151,15 @@ class UNetStage(NoisePredictionStage):
         return self.models["unet"]
 
     def condition(self, batch, step, generator):
-        b = batch["image"].shape[0]
-        # zeros: AsukaAligner's default null condition (1 token); the pipeline's "null" baseline
-        return torch.zeros(b, 1, self.cross_dim, device=batch["image"].device), {}
+        image = batch["image"]
+        b = image.shape[0]
+        if "caption" not in self.models:
+            # zeros: AsukaAligner's default null condition (1 token); the pipeline's "null" baseline
+            return torch.zeros(b, 1, self.cross_dim, device=image.device), {}
+        tokens = self.models["caption"](image)
+        drop = torch.rand(b, generator=generator, device=image.device) < self.config.condition.p_null
+        tokens = torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens)
+        return tokens, {"null": drop.float().mean()}
 
     def export(self, models, out_dir: Path) -> list[Path]:
         from diffusers import DDIMScheduler
