@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("vae", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
+STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
 
 
 def folder_size(path: Path) -> int:

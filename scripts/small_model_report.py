@@ -82,6 +82,9 @@ def parse_args(argv=None):
     p.add_argument("--band", type=int, default=4, help="band width in px for the colour metrics")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--methods", default=",".join(k for k, *_ in METHODS), help="comma-separated subset")
+    p.add_argument("--cache", default=None,
+                   help="folder for each method's outputs (8-bit .pt); a rerun reuses them and runs only "
+                        "what is missing (same model and settings assumed)")
     p.add_argument("--fid", action="store_true", help="also FID / U-IDS / P-IDS (TF-2015 Inception)")
     p.add_argument("--ids-pca-dim", type=int, default=16)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -171,6 +174,19 @@ def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, bat
     return ((out + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
 
 
+def cached(folder, name, compute):
+    """``compute()`` (images in [-1, 1] on the 8-bit grid), stored as uint8 in ``folder/name.pt``."""
+    if folder is None:
+        return compute()
+    path = Path(folder) / f"{name}.pt"
+    if path.is_file():
+        return torch.load(path).float() / 127.5 - 1.0
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8), path)
+    return out
+
+
 def per_input_metrics(pred, images, masks, band) -> dict[str, np.ndarray]:
     from asuka.metrics import band_color_error, hole_psnr, pixel_metrics
 
@@ -250,8 +266,9 @@ def main(argv=None) -> int:
                 continue
             decoder = "vae" if dec == "vae" else "asuka"
             runs = args.seeds if key in ("asuka", "no_mae") else 1
-            samples = [run_cli_like(pipe, images, masks, condition=cond, decoder=decoder, seed=defaults["seed"] + s,
-                                    defaults=defaults, batch_size=args.batch_size) for s in range(runs)]
+            samples = [cached(args.cache, f"{key}_seed{defaults['seed'] + s}", lambda s=s: run_cli_like(
+                pipe, images, masks, condition=cond, decoder=decoder, seed=defaults["seed"] + s, defaults=defaults,
+                batch_size=args.batch_size)) for s in range(runs)]
             outputs[key] = samples[0]
             if runs > 1:
                 seeds_out[key] = torch.stack(samples)
