@@ -336,8 +336,8 @@ def write_report(args, results, checks, defaults, n, hole, working, wall):
     rel = os.path.relpath(args.figure, out.parent)
     lines = [
         "| method | PSNR in the hole (dB) ↑ | SSIM ↑ | band colour error ΔE00 ↓ | band colour cast ΔE00 ↓ | "
-        "boundary colour shift ΔE00 | boundary grad ↓ | seed variance (×1e-3) | s / input |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "boundary colour shift ΔE00 | boundary grad ↓ | seed variance (×1e-3) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, label, *_ in METHODS:
         if key not in results:
@@ -346,7 +346,7 @@ def write_report(args, results, checks, defaults, n, hole, working, wall):
         sv = r.get("seed_var")
         lines.append(f"| {label} | {fmt(r['hole_psnr'], '.2f')} | {fmt(r['ssim'], '.4f')} | {fmt(r['band_de'], '.2f')} | "
                      f"{fmt(r['band_cast'], '.2f')} | {fmt(r['color_shift'], '+.2f')} | {fmt(r['boundary_grad'], '.2f')} | "
-                     f"{fmt(sv * 1e3 if sv is not None else None, '.3f')} | {fmt(r['seconds_per_input'], '.2f')} |")
+                     f"{fmt(sv * 1e3 if sv is not None else None, '.3f')} |")
     paired = []
     for ref, name in (("telea", "Telea"), ("ns", "Navier-Stokes")):
         c = checks.get(f"asuka_vs_{ref}")
@@ -395,8 +395,8 @@ across {seeds} seeds ([0, 1] scale).
 
 ![input, masked input, then each method (composites), one mask per held-out photo]({figure})
 
-Evaluation wall time: {wall:.0f} s on the shared 2-core CPU (the s / input column includes
-other jobs' load; `benchmarks/bench_default_model.py` is the speed measurement).
+Evaluation wall time: {wall:.0f} s on the shared 2-core CPU (with `--cache`, outputs of an
+earlier run are reused); `benchmarks/bench_default_model.py` is the speed measurement.
 """
 
 if __name__ == "__main__":
