@@ -230,7 +230,7 @@ def tiny_flux_components(seed: int = 0, *, text_encoder: bool = False) -> dict:
     """Every :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` component at toy size.
 
     MAE (``"tiny"``), clip aligner (32 -> 24) and t5 aligner (32 -> 32) with random non-zero
-    null conditions (1 and 8 tokens), the tiny transformer and VAE above, the ASUKA decoder from
+    null conditions (1 and 16 tokens), the tiny transformer and VAE above, the ASUKA decoder from
     that VAE, and the Fill-dev scheduler. The VAE's posterior is made near-deterministic
     (log-variance -30, std 3e-7) so that the posterior's mode (ours) and a sample (diffusers',
     the release's) agree to float error. ``text_encoder=True`` adds tiny CLIP (width 24) and
@@ -250,7 +250,7 @@ def tiny_flux_components(seed: int = 0, *, text_encoder: bool = False) -> dict:
         clip_aligner.set_null_condition(torch.randn(1, TINY_FLUX_POOLED_DIM))
         torch.manual_seed(seed + 2)
         t5_aligner = AsukaAligner.from_preset("tiny", dim=TINY_FLUX_JOINT_DIM)
-        t5_aligner.set_null_condition(torch.randn(8, TINY_FLUX_JOINT_DIM))
+        t5_aligner.set_null_condition(torch.randn(16, TINY_FLUX_JOINT_DIM))  # as many as the prior
         torch.manual_seed(seed + 3)
         transformer = FluxTransformer2DModel(**tiny_flux_transformer_config())
         torch.manual_seed(seed + 4)

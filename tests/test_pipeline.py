@@ -351,6 +351,14 @@ def test_from_sd_inpaint_missing_backbone_is_a_checkpoint_error(tmp_path):
         AsukaInpaintPipeline.from_sd_inpaint(tmp_path / "missing", mae=mine["mae"], aligner=mine["aligner"])
 
 
+def test_golden_values(pipe):
+    """A slice at a fixed seed (as diffusers' tests do), so drift that keeps the invariants is caught."""
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = _run(pipe, image, _mask(box=(16, 40, 20, 50)), seed=0)
+    expected = torch.tensor([-0.0902, -0.4422, 0.8919, 0.2602, -0.8332, -1.0, 0.3085, 0.0545, 0.2536])
+    torch.testing.assert_close(out[0, :, 25, 30:33].flatten(), expected, atol=2e-4, rtol=0)
+
+
 # ------------------------------------------------------------------ crop default, large uint8 inputs
 def test_crop_mode_is_the_default_and_full_image_asks_for_the_whole_image(pipe, monkeypatch):
     image = _image(3, 100, 150)
