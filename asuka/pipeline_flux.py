@@ -349,6 +349,7 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         torch_dtype: torch.dtype | None = None,
         decoder: bool = True,
         text_encoder: bool = False,
+        mae_config: dict | None = None,
         **hub_kwargs,
     ) -> "AsukaFluxFillPipeline":
         """Build the pipeline from the official files.
@@ -363,6 +364,8 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
             torch_dtype: default bfloat16 on CUDA, float32 otherwise.
             decoder: load the ASUKA decoder (``False``: decode with the FLUX VAE).
             text_encoder: also load FLUX's CLIP and T5 (the text baseline; ~9.5 GB in bf16).
+            mae_config: config fields for ``MAEPrior.from_release`` that the weights do not
+                determine (head counts of a non-ViT-B MAE); the release's MAE needs none.
             hub_kwargs: ``revision``, ``cache_dir``, ``local_files_only``, ``token``, ... for
                 both sources.
         """
@@ -388,7 +391,7 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         clip_aligner.set_null_condition(_read_tensor(files["vec"], (1, clip_aligner.config.dim)))
         t5_aligner.set_null_condition(_read_tensor(files["txt"], (1, None, t5_aligner.config.dim)))
         pipe = cls(
-            mae=component(files["mae"], MAEPrior, "mae"), clip_aligner=clip_aligner, t5_aligner=t5_aligner,
+            mae=component(files["mae"], MAEPrior, "mae", **(mae_config or {})), clip_aligner=clip_aligner, t5_aligner=t5_aligner,
             transformer=transformer, vae=vae, scheduler=scheduler,
             decoder=component(files["decoder"], MaskConditionedDecoder, "decoder", latent_channels=16)
             if decoder else None, **texts)
