@@ -208,12 +208,14 @@ class AsukaPipelineBase(DiffusionPipeline):
         outputs = []
         for item, generated in zip(items, results):
             if output_type == "pil":
-                canvas = _full_uint8(item.source)  # (H, W, 3) uint8, a copy
+                # one copy of the original (PIL's own copy for a PIL input), the region pasted in
+                canvas = item.source.copy() if isinstance(item.source, PIL.Image.Image) else \
+                    PIL.Image.fromarray(_full_uint8(item.source))
                 if generated is not None:
-                    top, left, h, w = item.box
+                    top, left, _, _ = item.box
                     region = _paste_value(item, generated, composite=composite, feather=feather)
-                    canvas[top:top + h, left:left + w] = io.tensor_to_uint8(region)[0]
-                outputs.append(PIL.Image.fromarray(canvas))
+                    canvas.paste(PIL.Image.fromarray(io.tensor_to_uint8(region)[0]), (left, top))
+                outputs.append(canvas)
             else:
                 canvas = _full_float(item.source)  # (3, H, W) in [-1, 1], a copy
                 if generated is not None:
@@ -360,7 +362,14 @@ def _full_float(src) -> torch.Tensor:
 
 
 def _as_bool_mask(mask) -> torch.Tensor:
-    """One mask -> ``(H, W)`` bool (True = hole), binarised at 50% (rule: :mod:`asuka.io`)."""
+    """One mask -> ``(H, W)`` bool (True = hole), binarised at 50% (rule: :mod:`asuka.io`).
+
+    The common large cases (an 8-bit grayscale PIL mask, a 2-D uint8 array) are compared in
+    uint8, without the full-size float arrays of the general rule; the result is the same."""
+    if isinstance(mask, PIL.Image.Image) and mask.mode in ("L", "1") and "transparency" not in mask.info:
+        return torch.from_numpy(np.asarray(mask.convert("L")) >= 128)  # L / 255 >= 0.5
+    if isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.ndim == 2 and mask.size:
+        return torch.from_numpy(mask >= (1 if int(mask.max()) <= 1 else 128))  # 0/1 or 0/255 (io's rule)
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         m = mask.detach().cpu()
         m = m[0] if m.ndim == 3 and m.shape[0] == 1 else m

@@ -413,3 +413,13 @@ def test_given_latents_are_the_initial_noise(pipe):
     assert torch.equal(a, b)
     with pytest.raises(InputError, match="latents"):
         pipe(image, mask, STEPS, latents=torch.zeros(1, 4, 16, 16))
+
+
+def test_fast_mask_paths_follow_the_io_rule():
+    from asuka import io
+    from asuka.pipeline_base import _as_bool_mask
+
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for given in (values, PIL.Image.fromarray(values), PIL.Image.fromarray(values).convert("1"),
+                  (values > 200).astype(np.uint8)):
+        assert torch.equal(_as_bool_mask(given), io.mask_to_tensor(given)[0] > 0.5)
