@@ -56,6 +56,7 @@ class AsukaInpaintPipeline(AsukaPipelineBase):
     _callback_tensor_inputs = ["latents", "condition", "mask_latents", "masked_image_latents"]
     _text_encoder_hint = "load the pipeline with AsukaInpaintPipeline.from_sd_inpaint(..., text_encoder=True)"
     cuda_dtype = torch.float16
+    backbone_options = ("eta",)  # DDIM's eta (ignored by other schedulers)
 
     def __init__(
         self,
@@ -254,105 +255,6 @@ class AsukaInpaintPipeline(AsukaPipelineBase):
         else:
             out = self.vae.decode(z.to(self.vae.dtype)).sample
         return out.float().clamp(-1.0, 1.0)
-
-    # ========================================================================================
-    # The user-facing call: the shared edges (asuka.pipeline_base) around inpaint()
-    # ========================================================================================
-    @torch.no_grad()
-    def __call__(
-        self,
-        image,
-        mask_image,
-        num_inference_steps: int = 50,
-        *,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        condition: str | None = None,
-        condition_weight: float = 1.0,
-        prompt: str | list[str] | None = None,
-        negative_prompt: str | list[str] | None = None,
-        guidance_scale: float = 1.0,
-        decoder: str | None = None,
-        composite: bool = True,
-        feather: float = 0.0,
-        padding_mask_crop: int | None = DEFAULT_CROP_MARGIN,
-        full_image: bool = False,
-        resolution: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        pad_mode: str = "reflect",
-        resize_mask: bool = False,
-        num_images_per_prompt: int = 1,
-        eta: float = 0.0,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] | None = None,
-    ):
-        """Inpaint ``image`` where ``mask_image`` is 1.
-
-        Args:
-            image: one image or a batch: PIL, numpy (uint8, or float in [0, 1]), torch
-                (float in [-1, 1], the package convention, or uint8), or a list; sizes may differ.
-                See :mod:`asuka.io` for the accepted shapes. PIL and uint8 images are converted
-                to float only in the worked region.
-            mask_image: the matching mask(s), 1 / white = hole (one mask is used for every image).
-            num_inference_steps: denoising steps.
-            generator: one ``torch.Generator``, or one per output image (``len(image) *
-                num_images_per_prompt``); a batch with per-image generators equals single runs.
-            latents: the initial noise ``(B, 4, h, w)`` at the working size (all images must
-                share one working size); default: drawn from ``generator``.
-            condition: ``"prior"`` (ASUKA, the default), ``"null"`` (the "SD" baseline: the
-                aligner's null condition) or ``"text"`` (SD with ``prompt``; the default when
-                ``prompt`` is given).
-            condition_weight: ``w`` in ``null + w * (aligned_prior - null)``.
-            prompt, negative_prompt: text condition (needs a text encoder) and its null.
-            guidance_scale: classifier-free guidance against the null condition; 1 = none.
-            decoder: ``"asuka"`` (mask-conditioned decoder) or ``"vae"``; default: the ASUKA
-                decoder when the pipeline has one, else the VAE decoder.
-            composite: paste the known pixels back (the output keeps them exactly when
-                ``feather == 0``); ``False`` returns the model's output (in crop mode: the
-                whole crop region, pasted into the original).
-            feather: width in pixels of a soft seam *outside* the hole (the generated pixels
-                fade into the known ones over about this width); 0 = hard paste.
-            padding_mask_crop: crop mode (the default) -- margin in pixels: work on a square-ish
-                region around the hole's bounding box (at least ``resolution`` wide, clamped to
-                the image), resized so its longer side is at most ``resolution``; only that
-                region is pasted back. ``None`` = whole-image mode.
-            full_image: whole-image mode: the whole image at its own size (padded to the VAE
-                factor), whatever ``padding_mask_crop`` says.
-            resolution: crop mode's working side (default :attr:`working_resolution`, 512).
-            height, width: resize the worked region (crop or whole image) to exactly this
-                working size (multiples of 8); the result is resized back.
-            pad_mode: ``"reflect"`` or ``"replicate"`` padding to a multiple of the VAE factor
-                (cropped back afterwards).
-            resize_mask: resize a mask of another size to the image's (nearest) instead of failing.
-            num_images_per_prompt: outputs per input image (each with its own noise).
-            eta: DDIM's eta (ignored by other schedulers).
-            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the final latents at
-                the working size; every item is run, even with an empty mask).
-            return_dict: return :class:`AsukaPipelineOutput` (else a 1-tuple ``(images,)``).
-            callback_on_step_end: ``f(pipe, step, timestep, tensors) -> dict`` after each step
-                (called per working batch); may return new ``"latents"``.
-            callback_on_step_end_tensor_inputs: names passed in ``tensors`` (default ``["latents"]``).
-
-        Returns:
-            :class:`AsukaPipelineOutput` with images of the inputs' sizes. An item with an empty
-            mask is returned unchanged without running any model.
-        """
-        return self._call(
-            image, mask_image, generator=generator, latents=latents, prompt=prompt,
-            negative_prompt=negative_prompt, composite=composite, feather=feather,
-            padding_mask_crop=padding_mask_crop, full_image=full_image, resolution=resolution,
-            height=height, width=width, pad_mode=pad_mode, resize_mask=resize_mask,
-            num_images_per_prompt=num_images_per_prompt, output_type=output_type, return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            # the method's own options, passed to inpaint()
-            num_inference_steps=num_inference_steps,
-            condition=condition or ("text" if prompt is not None else "prior"),
-            condition_weight=condition_weight, guidance_scale=guidance_scale,
-            decoder=decoder or ("asuka" if self.decoder is not None else "vae"), eta=eta)
 
     def has_text_encoder(self) -> bool:
         return self.text_encoder is not None and self.tokenizer is not None

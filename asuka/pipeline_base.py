@@ -133,8 +133,123 @@ class AsukaPipelineBase(DiffusionPipeline):
         return self.mae.prior(image.to(dtype), mask.to(dtype))
 
     # ========================================================================================
-    # The user-facing call (subclasses' __call__ name their options and defaults, then call this)
+    # The user-facing call: the same for both backbones (defaults: the class attributes below)
     # ========================================================================================
+    #: ``condition_weight`` / ``guidance_scale`` when not given (SD-1.5: 1 and 1; FLUX: 0.5 and 30)
+    default_condition_weight: float = 1.0
+    default_guidance_scale: float = 1.0
+    #: extra keyword options a backbone's ``inpaint`` takes (SD-1.5: ``eta``)
+    backbone_options: tuple[str, ...] = ()
+    supports_negative_prompt: bool = True
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        mask_image,
+        num_inference_steps: int = 50,
+        *,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        condition: str | None = None,
+        condition_weight: float | None = None,
+        prompt: str | list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        guidance_scale: float | None = None,
+        decoder: str | None = None,
+        composite: bool = True,
+        feather: float = 0.0,
+        padding_mask_crop: int | None = DEFAULT_CROP_MARGIN,
+        full_image: bool = False,
+        resolution: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        pad_mode: str = "reflect",
+        resize_mask: bool = False,
+        num_images_per_prompt: int = 1,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+        **options,
+    ):
+        """Inpaint ``image`` where ``mask_image`` is 1.
+
+        Args:
+            image: one image or a batch: PIL, numpy (uint8, or float in [0, 1]), torch
+                (float in [-1, 1], the package convention, or uint8), or a list; sizes may differ.
+                See :mod:`asuka.io` for the accepted shapes. PIL and uint8 images are converted
+                to float only in the worked region.
+            mask_image: the matching mask(s), 1 / white = hole (one mask is used for every image).
+            num_inference_steps: denoising steps.
+            generator: one ``torch.Generator``, or one per output image (``len(image) *
+                num_images_per_prompt``); a batch with per-image generators equals single runs.
+            latents: the initial noise at the working size (SD-1.5: ``(B, 4, h, w)``; FLUX:
+                ``(B, 16, h, w)`` or packed ``(B, h/2 * w/2, 64)``, e.g. the release's ``get_noise``);
+                all images must share one working size. Default: drawn from ``generator``.
+            condition: ``"prior"`` (ASUKA, the default), ``"null"`` (the backbone's baseline:
+                the aligners' null condition, the empty-prompt embedding) or ``"text"`` (the
+                backbone with ``prompt``; the default when ``prompt`` is given; needs the
+                backbone's text encoder(s)).
+            condition_weight: ``w`` in ``null + w * (aligned_prior - null)`` (default
+                :attr:`default_condition_weight`: 1 for SD-1.5, the release's 0.5 for FLUX).
+            prompt, negative_prompt: text condition and (SD-1.5 only) its null.
+            guidance_scale: SD-1.5: classifier-free guidance against the null condition, 1 = none
+                (ASUKA used none); FLUX: the distilled guidance, 30 as released.
+            decoder: ``"asuka"`` (mask-conditioned decoder) or ``"vae"``; default: the ASUKA
+                decoder when the pipeline has one, else the VAE decoder.
+            composite: paste the known pixels back (the output keeps them exactly when
+                ``feather == 0``); ``False`` returns the model's output (in crop mode: the
+                whole crop region, pasted into the original).
+            feather: width in pixels of a soft seam *outside* the hole; 0 = hard paste.
+            padding_mask_crop: crop mode (the default) -- margin in pixels: work on a square-ish
+                region around the hole's bounding box (at least ``resolution`` wide, clamped to
+                the image), resized so its longer side is at most ``resolution``; only that
+                region is pasted back. ``None`` = whole-image mode.
+            full_image: whole-image mode, whatever ``padding_mask_crop`` says: SD-1.5 at the
+                image's own size; FLUX sized as the release's demo (0.5-2 megapixels, sides
+                multiples of 32).
+            resolution: crop mode's working side (default :attr:`working_resolution`: 512 for
+                SD-1.5, 1024 for FLUX).
+            height, width: resize the worked region (crop or whole image) to exactly this
+                working size (multiples of :attr:`size_multiple`: 8, FLUX 16).
+            pad_mode: ``"reflect"`` or ``"replicate"`` padding to :attr:`size_multiple`.
+            resize_mask: resize a mask of another size to the image's (nearest) instead of failing.
+            num_images_per_prompt: outputs per input image (each with its own noise).
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (the final latents at
+                the working size, unpacked; every item is run, even with an empty mask).
+            return_dict: return :class:`AsukaPipelineOutput` (else a 1-tuple ``(images,)``).
+            callback_on_step_end: ``f(pipe, step, timestep, tensors) -> dict`` after each step
+                (called per working batch); may return new ``"latents"``.
+            callback_on_step_end_tensor_inputs: names passed in ``tensors`` (default
+                ``["latents"]``; the choice: ``_callback_tensor_inputs``).
+            options: the backbone's own (:attr:`backbone_options`; SD-1.5: ``eta``, DDIM's eta).
+
+        Returns:
+            :class:`AsukaPipelineOutput` with images of the inputs' sizes. An item with an empty
+            mask is returned unchanged without running any model.
+        """
+        unknown = sorted(set(options) - set(self.backbone_options))
+        if unknown:
+            raise InputError(f"{type(self).__name__}: unknown options {unknown}"
+                             + (f"; it also takes {list(self.backbone_options)}" if self.backbone_options else ""))
+        if negative_prompt is not None and not self.supports_negative_prompt:
+            raise InputError(f"{type(self).__name__} takes no negative_prompt (a guidance-distilled backbone)")
+        return self._call(
+            image, mask_image, generator=generator, latents=latents, prompt=prompt,
+            negative_prompt=negative_prompt, composite=composite, feather=feather,
+            padding_mask_crop=padding_mask_crop, full_image=full_image, resolution=resolution,
+            height=height, width=width, pad_mode=pad_mode, resize_mask=resize_mask,
+            num_images_per_prompt=num_images_per_prompt, output_type=output_type, return_dict=return_dict,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            # the method's own options, passed to inpaint()
+            num_inference_steps=num_inference_steps,
+            condition=condition or ("text" if prompt is not None else "prior"),
+            condition_weight=self.default_condition_weight if condition_weight is None else condition_weight,
+            guidance_scale=self.default_guidance_scale if guidance_scale is None else guidance_scale,
+            decoder=decoder or ("asuka" if self.decoder is not None else "vae"), **options)
+
     def _call(self, image, mask_image, *, generator, latents, prompt, negative_prompt, composite: bool,
               feather: float, padding_mask_crop: int | None, full_image: bool, resolution: int | None,
               height: int | None, width: int | None, pad_mode: str, resize_mask: bool,

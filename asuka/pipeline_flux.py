@@ -30,7 +30,7 @@ from asuka.errors import CheckpointError, InputError
 from asuka.models.aligner import AsukaAligner
 from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
-from asuka.pipeline_base import (DEFAULT_CROP_MARGIN, AsukaPipelineBase, cast_floating, component, first_line,
+from asuka.pipeline_base import (AsukaPipelineBase, cast_floating, component, first_line,
                                  load_or_explain, shared_problems)
 
 DEFAULT_FLUX = "black-forest-labs/FLUX.1-Fill-dev"
@@ -67,6 +67,9 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
     _callback_tensor_inputs = ["latents", "fill", "pooled", "txt"]
     _text_encoder_hint = "load the pipeline with AsukaFluxFillPipeline.from_official(..., text_encoder=True)"
     cuda_dtype = torch.bfloat16
+    default_condition_weight = flux.DEFAULT_CONDITION_WEIGHT  # 0.5, as released
+    default_guidance_scale = flux.DEFAULT_GUIDANCE  # 30, FLUX.1-Fill-dev's distilled guidance
+    supports_negative_prompt = False
 
     def __init__(
         self,
@@ -257,85 +260,6 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         else:
             out = self.vae.decode(z.to(self.vae.dtype)).sample
         return out.float().clamp(-1.0, 1.0)
-
-    # ========================================================================================
-    # The user-facing call: the shared edges (asuka.pipeline_base) around inpaint()
-    # ========================================================================================
-    @torch.no_grad()
-    def __call__(
-        self,
-        image,
-        mask_image,
-        num_inference_steps: int = 50,
-        *,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        condition: str | None = None,
-        condition_weight: float = flux.DEFAULT_CONDITION_WEIGHT,
-        prompt: str | list[str] | None = None,
-        guidance_scale: float = flux.DEFAULT_GUIDANCE,
-        decoder: str | None = None,
-        composite: bool = True,
-        feather: float = 0.0,
-        padding_mask_crop: int | None = DEFAULT_CROP_MARGIN,
-        full_image: bool = False,
-        resolution: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        pad_mode: str = "reflect",
-        resize_mask: bool = False,
-        num_images_per_prompt: int = 1,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] | None = None,
-    ):
-        """Inpaint ``image`` where ``mask_image`` is 1, with ASUKA on FLUX.1-Fill-dev.
-
-        Args:
-            image, mask_image: as :meth:`AsukaInpaintPipeline.__call__
-                <asuka.pipeline.AsukaInpaintPipeline.__call__>` (PIL, numpy, torch, lists; 1 = hole).
-            num_inference_steps: denoising steps (the release: 50).
-            generator: one ``torch.Generator``, or one per output image; a batch with per-image
-                generators equals single runs.
-            latents: the initial noise at the working size, ``(B, 16, h, w)`` or packed
-                ``(B, h/2 * w/2, 64)`` (the release's ``get_noise``: bf16 ``randn`` from a
-                generator seeded 42 on the device); all images must share one working size.
-            condition: ``"prior"`` (ASUKA, the default), ``"null"`` (FLUX-Fill with an empty
-                prompt) or ``"text"`` (FLUX-Fill with ``prompt``; needs FLUX's text encoders).
-            condition_weight: ``w`` in ``vec0 + w (vec - vec0)`` and ``txt0 + w (txt - txt0)``
-                (the release's default 0.5).
-            prompt: the text baseline's prompt.
-            guidance_scale: FLUX.1-Fill-dev's distilled guidance (30, as the release).
-            decoder: ``"asuka"`` (mask-conditioned decoder, the default when loaded) or ``"vae"``.
-            composite, feather: paste the known pixels back (soft seam of ``feather`` pixels).
-            padding_mask_crop: crop mode (the default): context margin in pixels around the
-                hole; the region is at least ``resolution`` (1024) wide, resized so its longer
-                side is at most ``resolution``, padded to a multiple of 16. ``None``: whole image.
-            full_image: whole-image mode, sized as the release's demo (0.5 to 2 megapixels,
-                sides multiples of 32), whatever ``padding_mask_crop`` says.
-            resolution: crop mode's working side (default 1024).
-            height, width: resize the worked region to exactly this working size (multiples of 16).
-            pad_mode, resize_mask, num_images_per_prompt, output_type, return_dict,
-            callback_on_step_end: as the SD-1.5 pipeline; ``"latent"`` gives ``(B, 16, h, w)``.
-            callback_on_step_end_tensor_inputs: names among ``latents`` (packed), ``fill``,
-                ``pooled``, ``txt`` (default ``["latents"]``).
-
-        Returns:
-            :class:`~asuka.pipeline_base.AsukaPipelineOutput` with images of the inputs' sizes.
-        """
-        return self._call(
-            image, mask_image, generator=generator, latents=latents, prompt=prompt, negative_prompt=None,
-            composite=composite, feather=feather, padding_mask_crop=padding_mask_crop, full_image=full_image,
-            resolution=resolution, height=height, width=width, pad_mode=pad_mode, resize_mask=resize_mask,
-            num_images_per_prompt=num_images_per_prompt, output_type=output_type, return_dict=return_dict,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            # the method's own options, passed to inpaint()
-            num_inference_steps=num_inference_steps,
-            condition=condition or ("text" if prompt is not None else "prior"),
-            condition_weight=condition_weight, guidance_scale=guidance_scale,
-            decoder=decoder or ("asuka" if self.decoder is not None else "vae"))
 
     # ========================================================================================
     # Loading

@@ -224,3 +224,23 @@ def test_save_load_round_trip_gives_identical_outputs(pipe, tmp_path):
     assert torch.equal(loaded.t5_aligner.null_condition, pipe.t5_aligner.null_condition)
     # (the same weights; loaded tensors differ in memory layout only: float-error agreement)
     torch.testing.assert_close(_run(loaded, _image(), _mask()), _run(pipe, _image(), _mask()), atol=1e-5, rtol=0)
+
+
+def test_one_call_signature_for_both_backbones_with_their_defaults(pipe):
+    import inspect
+
+    from asuka.pipeline import AsukaInpaintPipeline
+
+    assert AsukaFluxFillPipeline.__call__ is AsukaInpaintPipeline.__call__  # the shared edges
+    assert (pipe.default_condition_weight, pipe.default_guidance_scale) == (0.5, 30.0)
+    image, mask, noise = _image(), _mask(), _noise()
+    default = pipe(image, mask, STEPS, latents=noise, output_type="latent").images
+    explicit = pipe(image, mask, STEPS, latents=noise, condition_weight=0.5, guidance_scale=30.0,
+                    output_type="latent").images
+    assert torch.equal(default, explicit)
+    with pytest.raises(InputError, match="negative_prompt"):
+        _run(pipe, image, mask, negative_prompt="blurry")
+    with pytest.raises(InputError, match="unknown options"):
+        _run(pipe, image, mask, eta=0.5)
+    # every component the offload sequence names exists
+    assert set(pipe.model_cpu_offload_seq.split("->")) <= set(inspect.signature(AsukaFluxFillPipeline).parameters)
