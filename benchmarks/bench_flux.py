@@ -76,13 +76,6 @@ def build(size: str, device, dtype, seed: int = 0):
     return ours, stock
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def run(args) -> None:
     import torch
 
@@ -97,6 +90,7 @@ def run(args) -> None:
     if args.offload:
         ours.enable_model_cpu_offload()
         stock.enable_model_cpu_offload()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sizes = args.px or ([64] if args.size == "tiny" else [512, 1024])
     print(f"bench_flux: size={args.size} device={device} dtype={str(dtype).removeprefix('torch.')} "
           f"steps={args.steps} repeats={args.repeats} offload={args.offload}")
@@ -128,10 +122,10 @@ def run(args) -> None:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
-                _sync(device)
+                sync()
                 start = time.perf_counter()
                 fn()
-                _sync(device)
+                sync()
                 best[name] = min(best[name], time.perf_counter() - start)
                 if device.type == "cuda":
                     peak[name] = max(peak[name], torch.cuda.max_memory_allocated() / 2**30)

@@ -190,18 +190,11 @@ def test_crop_box_square_around_hole_and_clamped():
     assert working_size((50, 60), 64) == (50, 60)
 
 
-def test_crop_mode_works_at_working_resolution_and_pastes_only_the_hole(pipe, monkeypatch):
+def test_crop_mode_works_at_working_resolution_and_pastes_only_the_hole(pipe, working_shapes):
     image = _image(3, 200, 300)
     mask = torch.zeros(1, 1, 200, 300)
     mask[..., 150:160, 250:262] = 1
-    seen = []
-    original = pipe.inpaint
-
-    def spy(image, mask, **kwargs):
-        seen.append(tuple(image.shape))
-        return original(image, mask, **kwargs)
-
-    monkeypatch.setattr(pipe, "inpaint", spy)
+    seen = working_shapes(pipe)
     out = _run(pipe, image, mask, padding_mask_crop=4)
     assert seen == [(1, 3, TINY_RESOLUTION, TINY_RESOLUTION)]
     assert out.shape == (1, 3, 200, 300)
@@ -360,18 +353,11 @@ def test_golden_values(pipe):
 
 
 # ------------------------------------------------------------------ crop default, large uint8 inputs
-def test_crop_mode_is_the_default_and_full_image_asks_for_the_whole_image(pipe, monkeypatch):
+def test_crop_mode_is_the_default_and_full_image_asks_for_the_whole_image(pipe, working_shapes):
     image = _image(3, 100, 150)
     mask = torch.zeros(1, 1, 100, 150)
     mask[..., 40:50, 60:70] = 1
-    seen = []
-    original = pipe.inpaint
-
-    def spy(image, mask, **kwargs):
-        seen.append(tuple(image.shape))
-        return original(image, mask, **kwargs)
-
-    monkeypatch.setattr(pipe, "inpaint", spy)
+    seen = working_shapes(pipe)
     default = _run(pipe, image, mask)
     assert torch.equal(default, _run(pipe, image, mask, padding_mask_crop=64))
     assert seen[0] == (1, 3, 46, TINY_RESOLUTION)  # 100 x 138 around the hole (margin 64), longer side 64
