@@ -667,6 +667,26 @@ def _serve_args(*argv):
     return parser.parse_args(["serve", *argv])
 
 
+def _post_form(server, path="/api/inpaint", **fields):
+    """``(status, headers, body)`` of a multipart POST to a live server; bytes values are sent as
+    files (other test files use this to serve their own pipelines)."""
+    boundary = "asukaTestBoundary7MA4YWxk"
+    body = b""
+    for name, value in fields.items():
+        filename = f'; filename="{name}.png"' if isinstance(value, bytes) else ""
+        data = value if isinstance(value, bytes) else str(value).encode()
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n").encode() \
+            + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
 def _get(server, path, headers=None):
     conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
     try:
@@ -694,6 +714,8 @@ def test_cli_start_loads_the_model_and_serves(tmp_path, pipe):
         info = json.loads(body)
         assert status == 200 and info["model"] == "tiny" and info["default_steps"] == 3
         assert info["max_upload_bytes"] == 2**20 and info["max_pixels"] == 2_000_000
+        status, headers, body = _post_form(server, image=_png(_photo()), mask=_png(_hole()), seed=1)
+        assert status == 200 and headers["x-asuka-steps"] == "3" and _decode(body).shape == (H, W, 3)
         busy = _serve_args("--model", str(tmp_path / "tiny"), "--port", str(server.server_address[1]))
         with pytest.raises(InputError, match="cannot listen on 127.0.0.1"):
             serve.start(busy)

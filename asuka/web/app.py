@@ -199,7 +199,7 @@ class InpaintApp:
                       for name, module in pipe.components.items()}
         return {
             "model": self.model_name, "components": components, "device": str(pipe.device.type),
-            "dtype": str(pipe.unet.dtype).replace("torch.", ""),
+            "dtype": str(pipe.dtype).replace("torch.", ""),  # of the denoiser (UNet or transformer)
             "working_resolution": int(pipe.working_resolution), "default_steps": self.default_steps,
             "max_steps": self.max_steps, "max_upload_bytes": self.max_upload_bytes,
             "max_pixels": self.max_pixels, "max_work_pixels": self.max_work_pixels,
