@@ -127,3 +127,37 @@ def test_load_paint_undo_redo_inpaint_compare_download(server, browser, tmp_path
     # The corners were not painted: kept exactly; the painted middle was filled.
     assert np.array_equal(out[:8, :8], photo[:8, :8]) and np.array_equal(out[-8:, -8:], photo[-8:, -8:])
     assert not np.array_equal(out[40:56, 50:70], photo[40:56, 50:70])
+
+
+def test_a_photo_above_the_view_limit_is_painted_downscaled_and_wheel_zooms(server, browser, tmp_path):
+    """6 MP (the page paints on at most 4 MP): the mask is sent at the view's size and the
+    server scales it up; the result has the photo's full size."""
+    h, w = 2000, 3000
+    photo = np.zeros((h, w, 3), np.uint8)
+    photo[..., 0] = np.linspace(0, 255, w, dtype=np.float32).astype(np.uint8)[None, :]
+    photo_path = tmp_path / "big.png"
+    PIL.Image.fromarray(photo).save(photo_path)
+    wait = WebDriverWait(browser, 60)
+
+    browser.get(server.url)
+    wait.until(lambda d: d.find_element(By.ID, "model-info").text.startswith("model tiny"))
+    browser.find_element(By.ID, "image-file").send_keys(str(photo_path))
+    wait.until(lambda d: d.find_element(By.ID, "stage").is_displayed())
+    canvas = browser.find_element(By.ID, "mask-canvas")
+    assert "3000×2000 (painting on a 2449×1633 view)" in browser.find_element(By.ID, "input-caption").text
+    assert (int(canvas.get_attribute("width")), int(canvas.get_attribute("height"))) == (2449, 1633)
+
+    browser.execute_script("""
+        const box = document.getElementById('viewport').getBoundingClientRect();
+        document.getElementById('viewport').dispatchEvent(new WheelEvent('wheel', {
+            deltaY: -200, clientX: box.left + box.width / 2, clientY: box.top + box.height / 2,
+            bubbles: true, cancelable: true}));""")
+    assert int(browser.find_element(By.ID, "zoom-value").text.rstrip("%")) > 100
+    browser.find_element(By.ID, "zoom-fit").click()
+
+    _drag(browser, canvas, (-10, 0), (10, 0))
+    browser.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Done"))
+    size = browser.execute_script("const r = document.getElementById('result'); "
+                                  "return [r.naturalWidth, r.naturalHeight];")
+    assert size == [w, h]
