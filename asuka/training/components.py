@@ -61,7 +61,7 @@ class BackboneConfig:
 
     ``pretrained``: a diffusers folder or hub id with ``unet/``, ``vae/`` (and ``scheduler/``);
     ``unet`` / ``vae``: folders that override the one part (e.g. ``runs/vae/export/vae``);
-    ``preset``: ``tiny`` (the test backbone of :mod:`asuka.testing`) or ``sd15`` (SD-1.5's
+    ``preset``: ``tiny`` (the test backbone of :mod:`asuka.architectures`) or ``sd15`` (SD-1.5's
     architecture with random weights, for throughput measurements) instead of weights.
     ``local_files_only``: never contact the hub (set it on offline machines).
     """
@@ -94,11 +94,11 @@ def load_part_folder(cls, source: str, part: str, *, what: str, local_files_only
 def _random_backbone(preset: str, part: str, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from asuka import testing
+    from asuka import architectures
 
     configs = {
-        "tiny": (testing.tiny_unet_config, testing.tiny_vae_config),
-        "sd15": (testing.sd15_unet_config, testing.sd15_vae_config),
+        "tiny": (architectures.tiny_unet_config, architectures.tiny_vae_config),
+        "sd15": (architectures.sd15_unet_config, architectures.sd15_vae_config),
     }
     if preset not in configs:
         raise InputError(f"backbone.preset: expected one of {', '.join(configs)}, got {preset!r}")
@@ -133,7 +133,7 @@ def noise_scheduler(config: BackboneConfig):
     backbone has no ``scheduler/`` folder or is a preset)."""
     from diffusers import DDPMScheduler
 
-    from asuka.testing import sd15_scheduler_config
+    from asuka.architectures import sd15_scheduler_config
 
     if config.preset is None and config.pretrained is not None:
         try:
