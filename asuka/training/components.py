@@ -33,17 +33,21 @@ def load_model(cls, source: str, *, what: str, seed: int = 0, **preset_overrides
     """``cls`` (an ASUKA model class) from a preset name, a ``save_pretrained`` folder or a release file.
 
     Random initialisation from a preset draws from ``seed`` (not the global RNG), so the
-    initial weights of a run are a function of its config.
+    initial weights of a run are a function of its config. ``preset_overrides`` replace preset
+    fields, or are passed to ``from_release`` for a release file (e.g. the head counts of an MAE
+    that is not ViT-B/16); a folder carries its own config and takes none.
     """
     presets = getattr(sys.modules[cls.__module__], "PRESETS", {})  # presets live with the class
     if source in presets:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return cls.from_preset(source, **preset_overrides)
+    path = Path(source)
+    if path.is_file() and preset_overrides:  # a release file: fields it cannot tell (MAE head counts)
+        return cls.from_release(str(path), **preset_overrides)
     if preset_overrides:
         raise InputError(f"{what}: config fields {sorted(preset_overrides)} only apply to a preset "
-                         f"({', '.join(sorted(presets))}), got the source {source!r}")
-    path = Path(source)
+                         f"({', '.join(sorted(presets))}) or a release file, got the folder {source!r}")
     if path.is_dir():
         try:
             return cls.from_pretrained(str(path))
