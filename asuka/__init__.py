@@ -24,6 +24,7 @@ _LAZY = {
     "AsukaAligner": "asuka.models.aligner",
     "MaskConditionedDecoder": "asuka.models.decoder",
     "AsukaInpaintPipeline": "asuka.pipeline",
+    "AsukaFluxFillPipeline": "asuka.pipeline_flux",
     "AsukaError": "asuka.errors",
     "InputError": "asuka.errors",
     # diffusers' loader checks a component of library "asuka" against the base classes it finds

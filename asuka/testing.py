@@ -194,3 +194,107 @@ def tiny_pipeline(seed: int = 0, **kwargs):
     pipe = AsukaInpaintPipeline(**tiny_components(seed, **kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny FLUX.1-Fill components (sizes of ASUKA_FLUX.md section 4: real packing, s = 8, C = 16)
+# --------------------------------------------------------------------------------------------
+#: Widths of the tiny FLUX condition: pooled projection (the clip aligner) and joint attention (t5).
+TINY_FLUX_POOLED_DIM = 24
+TINY_FLUX_JOINT_DIM = 32
+
+
+def tiny_flux_transformer_config() -> dict:
+    """A 2-layer ``FluxTransformer2DModel`` with FLUX-Fill's channel layout (384 in, 64 out)."""
+    return dict(patch_size=1, in_channels=384, out_channels=64, num_layers=1, num_single_layers=1,
+                attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TINY_FLUX_JOINT_DIM,
+                pooled_projection_dim=TINY_FLUX_POOLED_DIM, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+
+
+def tiny_flux_vae_config() -> dict:
+    """A 4-level, 16-channel ``AutoencoderKL`` (factor 8) with the FLUX VAE's scaling and shift."""
+    return dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                layers_per_block=1, latent_channels=16, norm_num_groups=4, sample_size=64,
+                scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                use_post_quant_conv=False, force_upcast=True)
+
+
+def flux_scheduler_config() -> dict:
+    """FLUX.1-Fill-dev's ``FlowMatchEulerDiscreteScheduler`` config."""
+    return dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+
+def tiny_flux_components(seed: int = 0, *, text_encoder: bool = False) -> dict:
+    """Every :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` component at toy size.
+
+    MAE (``"tiny"``), clip aligner (32 -> 24) and t5 aligner (32 -> 32) with random non-zero
+    null conditions (1 and 16 tokens), the tiny transformer and VAE above, the ASUKA decoder from
+    that VAE, and the Fill-dev scheduler. The VAE's posterior is made near-deterministic
+    (log-variance -30, std 3e-7) so that the posterior's mode (ours) and a sample (diffusers',
+    the release's) agree to float error. ``text_encoder=True`` adds tiny CLIP (width 24) and
+    "T5" (width 32) encoders with byte-level tokenizers. Eval mode, fp32, CPU.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    from asuka.models.aligner import AsukaAligner
+    from asuka.models.decoder import MaskConditionedDecoder
+    from asuka.models.mae import MAEPrior
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mae = MAEPrior.from_preset("tiny")
+        torch.manual_seed(seed + 1)
+        clip_aligner = AsukaAligner.from_preset("tiny", dim=TINY_FLUX_POOLED_DIM, head_dim=8)
+        clip_aligner.set_null_condition(torch.randn(1, TINY_FLUX_POOLED_DIM))
+        torch.manual_seed(seed + 2)
+        t5_aligner = AsukaAligner.from_preset("tiny", dim=TINY_FLUX_JOINT_DIM)
+        t5_aligner.set_null_condition(torch.randn(16, TINY_FLUX_JOINT_DIM))  # as many as the prior
+        torch.manual_seed(seed + 3)
+        transformer = FluxTransformer2DModel(**tiny_flux_transformer_config())
+        torch.manual_seed(seed + 4)
+        vae = AutoencoderKL(**tiny_flux_vae_config())
+        with torch.no_grad():
+            vae.encoder.conv_out.bias[vae.config.latent_channels:] = -30.0
+    decoder = MaskConditionedDecoder.from_autoencoder_kl(vae, seed=seed + 5)
+    components = dict(
+        mae=mae.eval(), clip_aligner=clip_aligner.eval(), t5_aligner=t5_aligner.eval(),
+        transformer=transformer.eval(), vae=vae.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(flux_scheduler_config()), decoder=decoder.eval(),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+    )
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        te, tok = tiny_text_encoder(seed + 6)
+        cfg = te.config.to_dict()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 7)
+            clip = CLIPTextModel(CLIPTextConfig(**{**cfg, "hidden_size": TINY_FLUX_POOLED_DIM,
+                                                   "projection_dim": TINY_FLUX_POOLED_DIM})).eval()
+        components.update(text_encoder=clip, tokenizer=tok, text_encoder_2=tiny_t5_encoder(seed + 8),
+                          tokenizer_2=tiny_text_encoder(seed + 6)[1])
+    return components
+
+
+def tiny_t5_encoder(seed: int = 0):
+    """A tiny ``T5EncoderModel`` of width :data:`TINY_FLUX_JOINT_DIM` (vocabulary of the byte-level tokenizer)."""
+    from transformers import T5Config, T5EncoderModel
+
+    vocab = len(tiny_text_encoder(seed)[1].get_vocab())
+    config = T5Config(vocab_size=vocab, d_model=TINY_FLUX_JOINT_DIM, d_kv=8, d_ff=37, num_layers=1,
+                      num_heads=4, decoder_start_token_id=0, pad_token_id=vocab - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return T5EncoderModel(config).eval()
+
+
+def tiny_flux_pipeline(seed: int = 0, **kwargs):
+    """A tiny :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` (see :func:`tiny_flux_components`),
+    progress bar off."""
+    from asuka.pipeline_flux import AsukaFluxFillPipeline
+
+    pipe = AsukaFluxFillPipeline(**tiny_flux_components(seed, **kwargs))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

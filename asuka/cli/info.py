@@ -16,7 +16,9 @@ import sys
 HIGHLIGHTS = {
     "UNet2DConditionModel": ("in_channels", "out_channels", "sample_size", "block_out_channels",
                              "cross_attention_dim", "attention_head_dim"),
-    "AutoencoderKL": ("latent_channels", "block_out_channels", "scaling_factor"),
+    "FluxTransformer2DModel": ("in_channels", "out_channels", "num_layers", "num_single_layers",
+                               "joint_attention_dim", "pooled_projection_dim", "guidance_embeds"),
+    "AutoencoderKL": ("latent_channels", "block_out_channels", "scaling_factor", "shift_factor"),
     "MAEPrior": ("image_size", "patch_size", "embed_dim", "depth", "decoder_embed_dim", "decoder_depth",
                  "prior_layers"),
     "AsukaAligner": ("in_dim", "dim", "num_blocks", "head_dim", "null_tokens"),
@@ -36,7 +38,8 @@ DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "info", help="describe a pipeline folder or hub repo (components, configs, parameters, size)",
-        description="Describe an AsukaInpaintPipeline folder (or any diffusers pipeline folder / hub id) "
+        description="Describe an AsukaInpaintPipeline or AsukaFluxFillPipeline folder (or any diffusers "
+        "pipeline folder / hub id) "
         "without loading its weights.")
     p.add_argument("model", help="pipeline folder or hub id")
     p.add_argument("--json", action="store_true", help="print the description as JSON")

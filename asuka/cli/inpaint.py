@@ -9,9 +9,10 @@ with a pipeline folder or hub id (``asuka convert`` makes one from the release f
 
 Masks: white (or opaque, for a single-colour mask with transparency) = hole; see
 :mod:`asuka.io` for the exact rule. Outputs have the input's size; their format follows the
-extension (png, jpg, webp). Large images are processed in crop mode by default: a region of
-at least the model's working resolution (512) around the hole, so a small hole in a big photo
-costs about what a 512x512 image costs; ``--full-image`` runs on the whole image instead.
+extension (png, jpg, webp). Images are processed in crop mode by default (as the pipeline): a
+region of at least the model's working resolution (512 for SD-1.5) around the hole, so a small
+hole in a big photo costs about what a 512x512 image costs; ``--full-image`` runs on the whole
+image instead. ``--model`` takes either variant's folder (SD-1.5 or FLUX).
 """
 
 from __future__ import annotations
@@ -93,12 +94,14 @@ def register(subparsers) -> None:
                    help="crop mode: context margin in pixels around the hole's bounding box")
     p.add_argument("--full-image", action="store_true", help="process the whole image at its own size (no crop)")
     p.add_argument("--resolution", type=int, default=None,
-                   help="crop mode working resolution (default: the model's, 512 for SD-1.5)")
+                   help="crop mode working resolution (default: the model's, 512 for SD-1.5, 1024 for FLUX)")
     p.add_argument("--condition", choices=("prior", "null", "text"), default=None,
                    help="prior: ASUKA; null: the SD baseline (empty condition); text: SD with --prompt")
-    p.add_argument("--condition-weight", type=float, default=1.0, help="null + w * (prior - null)")
+    p.add_argument("--condition-weight", type=float, default=None,
+                   help="null + w * (prior - null) (default: the model's, 1 for SD-1.5, 0.5 for FLUX)")
     p.add_argument("--prompt", default=None, help="text prompt (needs a model saved with a text encoder)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance; 1 = none")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="SD-1.5: classifier-free guidance (default 1 = none); FLUX: distilled guidance (default 30)")
     p.add_argument("--decoder", choices=("asuka", "vae"), default=None,
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     p.set_defaults(func=run)
@@ -184,11 +187,13 @@ def run(args) -> int:
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=folder_mode)
     options = dict(
-        num_inference_steps=args.steps, condition=args.condition, condition_weight=args.condition_weight,
-        prompt=args.prompt, guidance_scale=args.guidance_scale, decoder=args.decoder,
-        composite=not args.no_composite, feather=args.feather,
-        padding_mask_crop=None if args.full_image else args.crop_margin, resolution=args.resolution,
+        num_inference_steps=args.steps, condition=args.condition, prompt=args.prompt, decoder=args.decoder,
+        composite=not args.no_composite, feather=args.feather, full_image=args.full_image,
+        padding_mask_crop=args.crop_margin, resolution=args.resolution,
     )
+    # unset: the pipeline's own defaults (they differ between the SD-1.5 and FLUX variants)
+    options.update({k: v for k, v in (("condition_weight", args.condition_weight),
+                                      ("guidance_scale", args.guidance_scale)) if v is not None})
 
     failed = 0
     for image_path, mask_path, out_path in tqdm(todo, desc="inpainting", unit="image", disable=not folder_mode):
