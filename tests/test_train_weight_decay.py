@@ -34,7 +34,8 @@ def test_aligner_norm_scales_and_embeddings_are_spared():
     decay, exempt = weight_decay_groups([aligner, emb], 0.01)
     assert _names(aligner, exempt) >= {"blocks.0.norm_q.weight", "blocks.1.norm_k.weight", "norm_out.weight",
                                        "proj_in.bias"}
-    assert _names(aligner, decay) == {"proj_in.weight", *(f"blocks.{i}.linear{j}.weight" for i in (0, 1) for j in (1, 2))}
+    linears = {f"blocks.{i}.linear{j}.weight" for i in (0, 1) for j in (1, 2)}
+    assert _names(aligner, decay) == {"proj_in.weight", *linears}
     assert _names(emb, decay) == {"2.weight"}  # Embedding, GroupNorm and the position table: no decay
 
 
