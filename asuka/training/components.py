@@ -177,7 +177,7 @@ def noise_scheduler(config: BackboneConfig):
     for flux (FLUX.1-Fill-dev's config in those cases)."""
     from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
-    from asuka.testing import flux_scheduler_config, sd15_scheduler_config
+    from asuka.architectures import flux_scheduler_config, sd15_scheduler_config
 
     cls, default = ((FlowMatchEulerDiscreteScheduler, flux_scheduler_config) if config.is_flux
                     else (DDPMScheduler, sd15_scheduler_config))

@@ -248,11 +248,11 @@ def _flux_null_condition(config: LatentAugConfig, transformer, device, dtype):
     """``(vec0 (1, Dp), txt0 (1, T, Dt))``: the release's files, or zeros (one text token)."""
     tcfg = transformer.config
     if config.condition == "auto" and config.null_condition_dir is not None:
-        from asuka.pipeline_flux import _read_tensor, _release_file
+        from asuka.pipeline_flux import read_null_tensor, release_file
 
         folder = config.null_condition_dir
-        vec = _read_tensor(_release_file(folder, "vec.pt", {}), (1, tcfg.pooled_projection_dim))
-        txt = _read_tensor(_release_file(folder, "txt_256.pt", {}), (1, None, tcfg.joint_attention_dim))
+        vec = read_null_tensor(release_file(folder, "vec.pt", {}), (1, tcfg.pooled_projection_dim))
+        txt = read_null_tensor(release_file(folder, "txt_256.pt", {}), (1, None, tcfg.joint_attention_dim))
         return vec.to(device, dtype), txt.to(device, dtype)
     return (torch.zeros(1, tcfg.pooled_projection_dim, device=device, dtype=dtype),
             torch.zeros(1, 1, tcfg.joint_attention_dim, device=device, dtype=dtype))

@@ -149,11 +149,11 @@ class AlignStage(NoisePredictionStage):
 
     @staticmethod
     def _set_release_nulls(aligners: dict, folder: str) -> None:
-        from asuka.pipeline_flux import _read_tensor, _release_file
+        from asuka.pipeline_flux import read_null_tensor, release_file
 
         clip, t5 = aligners["clip_aligner"], aligners["t5_aligner"]
-        clip.set_null_condition(_read_tensor(_release_file(folder, "vec.pt", {}), (1, clip.config.dim)))
-        t5.set_null_condition(_read_tensor(_release_file(folder, "txt_256.pt", {}), (1, None, t5.config.dim)))
+        clip.set_null_condition(read_null_tensor(release_file(folder, "vec.pt", {}), (1, clip.config.dim)))
+        t5.set_null_condition(read_null_tensor(release_file(folder, "txt_256.pt", {}), (1, None, t5.config.dim)))
 
     def _aligner_dims(self, source: str, width: int) -> dict:
         # a fresh aligner takes its widths from the MAE and the backbone it sits between
