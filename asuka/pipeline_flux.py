@@ -308,12 +308,12 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
             for name, loader in (("text_encoder", CLIPTextModel), ("tokenizer", CLIPTokenizer),
                                  ("text_encoder_2", T5EncoderModel), ("tokenizer_2", T5TokenizerFast)):
                 texts[name] = load_or_explain(loader.from_pretrained, source, name, what, **hub_kwargs)
-        files = {key: _release_file(asuka, name, hub_kwargs) for key, name in RELEASE_FILES.items()
+        files = {key: release_file(asuka, name, hub_kwargs) for key, name in RELEASE_FILES.items()
                  if decoder or key != "decoder"}
         clip_aligner = component(files["clip_aligner"], AsukaAligner, "clip_aligner")
         t5_aligner = component(files["t5_aligner"], AsukaAligner, "t5_aligner")
-        clip_aligner.set_null_condition(_read_tensor(files["vec"], (1, clip_aligner.config.dim)))
-        t5_aligner.set_null_condition(_read_tensor(files["txt"], (1, None, t5_aligner.config.dim)))
+        clip_aligner.set_null_condition(read_null_tensor(files["vec"], (1, clip_aligner.config.dim)))
+        t5_aligner.set_null_condition(read_null_tensor(files["txt"], (1, None, t5_aligner.config.dim)))
         pipe = cls(
             mae=component(files["mae"], MAEPrior, "mae", **(mae_config or {})), clip_aligner=clip_aligner, t5_aligner=t5_aligner,
             transformer=transformer, vae=vae, scheduler=scheduler,
@@ -357,7 +357,7 @@ def _check_compatible(mae, clip_aligner, t5_aligner, transformer, vae, decoder, 
         raise CheckpointError("incompatible pipeline components: " + "; ".join(problems))
 
 
-def _release_file(root: str | os.PathLike, name: str, hub_kwargs: dict) -> str:
+def release_file(root: str | os.PathLike, name: str, hub_kwargs: dict) -> str:
     """Path of one release file in a folder or hub repo (at the top, else under ``ckpt/``)."""
     root = str(root)
     candidates = (name, f"ckpt/{name}")
@@ -381,7 +381,7 @@ def _release_file(root: str | os.PathLike, name: str, hub_kwargs: dict) -> str:
     raise CheckpointError(f"ASUKA release {root}: cannot download {name}: {first_line(last)}")
 
 
-def _read_tensor(path: str, shape: tuple) -> torch.Tensor:
+def read_null_tensor(path: str, shape: tuple) -> torch.Tensor:
     """A null-condition tensor file (``vec.pt``, ``txt_256.pt``), shape-checked (None = any)."""
     try:
         t = torch.load(path, map_location="cpu", weights_only=True)
