@@ -65,7 +65,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "model in asuka/pretrained/asuka-small")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="auto",
-                   help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
+                   help="auto (on CUDA: float16 for SD-1.5, bfloat16 for FLUX; else float32), float32, float16, bfloat16")
 
 
 def register(subparsers) -> None:
