@@ -237,3 +237,14 @@ def test_one_call_signature_for_both_backbones_with_their_defaults(pipe):
         _run(pipe, image, mask, eta=0.5)
     # every component the offload sequence names exists
     assert set(pipe.model_cpu_offload_seq.split("->")) <= set(inspect.signature(AsukaFluxFillPipeline).parameters)
+
+
+def test_vae_tiling_runs_and_keeps_the_known_pixels():
+    pipe = tiny_flux_pipeline(0)
+    pipe.enable_vae_tiling()  # tiles of the tiny VAE's sample_size (64 px): a 64 x 96 input is tiled
+    image, mask = _image(), _mask()
+    out = _run(pipe, image, mask, decoder="vae")
+    assert out.shape == (1, 3, H, W) and torch.isfinite(out).all()
+    assert torch.equal(out * (1 - mask), image * (1 - mask))
+    pipe.disable_vae_tiling()
+    assert not pipe.vae.use_tiling
