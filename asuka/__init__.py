@@ -24,6 +24,8 @@ _LAZY = {
     "AsukaAligner": "asuka.models.aligner",
     "MaskConditionedDecoder": "asuka.models.decoder",
     "AsukaInpaintPipeline": "asuka.pipeline",
+    "load_pipeline": "asuka.pipeline",
+    "DEFAULT_MODEL": "asuka.registry",
     "AsukaError": "asuka.errors",
     "InputError": "asuka.errors",
     # diffusers' loader checks a component of library "asuka" against the base classes it finds

@@ -503,6 +503,14 @@ class AsukaInpaintPipeline(DiffusionPipeline):
     # Loading
     # ========================================================================================
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs) -> "AsukaInpaintPipeline":
+        """diffusers' loader, plus the shipped models' names (``"asuka-small"``) and ``None``
+        (the default shipped model); see :func:`asuka.registry.resolve_model`."""
+        from asuka.registry import resolve_model
+
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **kwargs)
+
+    @classmethod
     def from_sd_inpaint(
         cls,
         backbone_path_or_hub_id: str | os.PathLike = DEFAULT_BACKBONE,
@@ -610,16 +618,19 @@ def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu") -> to
     return DTYPES[dtype]
 
 
-def load_pipeline(model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto",
+def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
                   **kwargs) -> "AsukaInpaintPipeline":
-    """``AsukaInpaintPipeline.from_pretrained`` (folder or hub id) on a device, in a dtype.
+    """``AsukaInpaintPipeline.from_pretrained`` (folder, hub id or shipped model name; ``None``:
+    the shipped default model, see :mod:`asuka.registry`) on a device, in a dtype.
 
     Failures (missing folder, unknown hub id, no network, broken files) raise
     :class:`CheckpointError` with one line naming the model.
     """
+    from asuka.registry import resolve_model
+
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    source = str(model)
+    source = resolve_model(model)
     if os.path.exists(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise CheckpointError(f"model {source}: not a pipeline folder (no model_index.json); make one "
                               "with `asuka convert` or AsukaInpaintPipeline.save_pretrained")
@@ -686,7 +697,13 @@ def _quiet_dtype_rename():
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    if "stacktrace above" in line:  # diffusers' hub errors point at a traceback the CLI does not print
+        line = line.split(" Please check out the root cause in the stacktrace above")[0].rstrip(" .")
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and cause is not exc:
+            line += f" (because: {_first_line(cause)})"
+    return line
 
 
 def _load_or_explain(loader, source: str, subfolder: str, what: str, **kwargs):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 
+from asuka.cli.common import ExamplesFormatter, examples
+
 DEFAULT_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
 
@@ -20,7 +22,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert", help="build a pipeline folder from official ASUKA weights and an SD-1.5 inpainting backbone",
         description="Convert the official ASUKA files (or save_pretrained folders) and a standard "
-        "SD-1.5-inpainting diffusers folder / hub id into one AsukaInpaintPipeline folder.")
+        "SD-1.5-inpainting diffusers folder / hub id into one AsukaInpaintPipeline folder.",
+        formatter_class=ExamplesFormatter,
+        epilog=examples("asuka convert --mae mae_300.pth --aligner my_aligner.pt --decoder asuka_decoder.ckpt -o my-asuka",
+                        "asuka convert --mae runs/mae/export/mae --aligner runs/align/export/aligner "
+                        "--backbone ./sd15-inpainting -o my-asuka --dtype float16"))
     p.add_argument("--mae", required=True, help="MAE: release file (mae_300.pth) or MAEPrior folder")
     p.add_argument("--aligner", required=True, help="alignment module: release file (.pt) or AsukaAligner folder")
     p.add_argument("--decoder", help="mask-conditioned decoder: release file (.ckpt) or folder "

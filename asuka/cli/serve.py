@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from asuka.cli.inpaint import HelpFormatter, add_model_options
+from asuka.cli.common import HelpFormatter, add_model_options, add_watermark_option, examples
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -22,7 +22,9 @@ def register(subparsers) -> None:
         "serve", help="inpaint in the browser: a local web page (and API) on a loaded model",
         description="Serve a web page to upload an image, paint the hole and inpaint it, plus "
         "POST /api/inpaint for scripts. The model is loaded once; requests run one at a time.",
-        formatter_class=HelpFormatter)
+        formatter_class=HelpFormatter,
+        epilog=examples("asuka serve --open", "asuka serve --model my-asuka --device cuda --port 8000",
+                        "asuka serve --watermark --threads 2"))
     add_model_options(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface -- no authentication!)")
@@ -34,7 +36,8 @@ def register(subparsers) -> None:
                    help="crop mode: context margin in pixels around the hole's bounding box")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--quiet", action="store_true", help="do not log requests")
-    p.set_defaults(func=run)
+    add_watermark_option(p)
+    p.set_defaults(func=run, sets_threads=True)
 
 
 def start(args):
@@ -43,7 +46,7 @@ def start(args):
     (slow) model load."""
     from asuka.errors import InputError
 
-    from asuka.cli.inpaint import resolve_model
+    from asuka.cli.common import WATERMARK_NOTE, resolve_model
 
     args.model = resolve_model(args.model)
     if not 0 <= args.port <= 65535:
@@ -64,9 +67,14 @@ def start(args):
         print(f"asuka: loading {args.model} ...", file=sys.stderr, flush=True)
         pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
         pipe.set_progress_bar_config(disable=True)
+        if args.watermark:
+            from asuka.provenance import require_watermark
+
+            require_watermark()
+            print(WATERMARK_NOTE, file=sys.stderr)
         server.app = InpaintApp(pipe, model_name=str(args.model), default_steps=args.steps,
                                 max_steps=args.max_steps, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                                crop_margin=args.crop_margin)
+                                crop_margin=args.crop_margin, watermark=args.watermark, threads=args.threads)
     except BaseException:
         server.server_close()
         raise

@@ -57,7 +57,8 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-from asuka import __version__, io
+from asuka import __version__, io, provenance
+from asuka.threads import set_threads
 from asuka.errors import InputError
 
 DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -121,7 +122,8 @@ class InpaintApp:
 
     def __init__(self, pipe, *, model_name: str | None = None, default_steps: int = 50,
                  max_steps: int = 500, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, crop_margin: int = 64, max_waiting: int = 4):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, crop_margin: int = 64, max_waiting: int = 4,
+                 watermark: bool = False, threads: int | None = None):
         for name, value, low in (("default_steps", default_steps, 1), ("max_steps", max_steps, 1),
                                  ("max_upload_bytes", max_upload_bytes, 1), ("max_pixels", max_pixels, 1),
                                  ("crop_margin", crop_margin, 0), ("max_waiting", max_waiting, 0)):
@@ -137,6 +139,8 @@ class InpaintApp:
         self.max_pixels = max_pixels
         self.crop_margin = crop_margin
         self.max_waiting = max_waiting
+        self.watermark = bool(watermark)  # invisible watermark on every answer (asuka.provenance)
+        self.threads = threads  # torch CPU threads per request; None: follow the machine's load
         self._run_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._waiting = 0
@@ -156,6 +160,7 @@ class InpaintApp:
             "working_resolution": int(pipe.working_resolution), "default_steps": self.default_steps,
             "max_steps": self.max_steps, "max_upload_bytes": self.max_upload_bytes,
             "max_pixels": self.max_pixels, "crop_margin": self.crop_margin, "options": list(INPAINT_OPTIONS),
+            "watermark": self.watermark,
         }
 
     def progress(self) -> dict:
@@ -191,6 +196,7 @@ class InpaintApp:
         warning = None if mask.any() else "the mask is empty: the image is returned unchanged"
 
         with self._queued():
+            set_threads(self.threads)  # the machine's load may have changed since the last request
             started = time.perf_counter()
             with self._state_lock:
                 self._busy, self._step, self._steps = True, 0, steps
@@ -208,7 +214,10 @@ class InpaintApp:
                 with self._state_lock:
                     self._busy = False
             seconds = time.perf_counter() - started
-        return InpaintResult(png=_png_bytes(result), width=result.width, height=result.height, seed=seed,
+        recipe = provenance.recipe(self.pipe, self.model_name, steps=steps, seed=seed, composite=composite,
+                                   feather=feather or None, crop_margin=None if full_image else self.crop_margin)
+        png = provenance.encode_image(result, recipe=recipe, watermark=self.watermark)
+        return InpaintResult(png=png, width=result.width, height=result.height, seed=seed,
                              steps=steps, seconds=seconds, warning=warning)
 
     def binary_mask(self, fields: dict) -> tuple[bytes, str | None]:
