@@ -9,7 +9,7 @@ condition, asuka version, and that the image is synthetic -- as one JSON object:
   PIL reads and writes both for every format, and EXIF survives most viewers and converters.
 
 Metadata is easy to strip. :func:`add_watermark` additionally hides a short payload
-(:data:`WATERMARK_PAYLOAD`) in the pixels with the DWT-DCT method of the maintained
+(:data:`WATERMARK_PAYLOAD`) in the pixels with the DWT-DCT-SVD method of the maintained
 ``invisible-watermark`` package (``imwatermark``): it survives re-encoding (JPEG quality 90 is
 tested) but changes every pixel by a few levels, known ones included -- so it is opt-in
 (``--watermark``). :func:`read_provenance` reads both back (``asuka info IMAGE``).
@@ -26,7 +26,7 @@ from pathlib import Path
 RECIPE_KEY = "asuka:recipe"
 #: Bytes hidden by the watermark (48 bits): "ASUKA" + format version 1.
 WATERMARK_PAYLOAD = b"ASUKA\x01"
-WATERMARK_METHOD = "dwtDct"
+WATERMARK_METHOD = "dwtDctSvd"  # DWT-DCT with SVD: survives JPEG q80 on photos, where plain dwtDct does not
 #: DWT-DCT works on 8x8 blocks of the 2x-subsampled image; imwatermark refuses images < 256x256 pixels.
 WATERMARK_MIN_PIXELS = 256 * 256
 #: IPTC digital source type of images made by a generative model.

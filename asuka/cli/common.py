@@ -86,7 +86,7 @@ def add_watermark_option(p: argparse.ArgumentParser) -> None:
     """``--watermark``: shared by the commands that write images (see :mod:`asuka.provenance`)."""
     p.add_argument("--watermark", action="store_true",
                    help="hide an invisible 'synthetic' watermark in the output (invisible-watermark, "
-                   "DWT-DCT; survives JPEG re-encoding). It changes every pixel by a few levels, the "
+                   "DWT-DCT-SVD; survives JPEG re-encoding). It changes every pixel by a few levels, the "
                    "known ones too, so it is off by default")
 
 

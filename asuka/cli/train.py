@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from asuka.cli.common import add_threads_option, examples
+from asuka.cli.common import ExamplesFormatter, add_threads_option, examples
 
 _STAGES = {
     "mae": "fine-tune the MAE prior with the paper's masks and adaptive 75% masking",
@@ -51,7 +51,10 @@ def register(subparsers) -> None:
         "train", help="train a stage (mae, align, decoder; vae, unet for a small backbone)",
         description="Train one stage of ASUKA. Single process: `asuka train STAGE ...`; several GPUs "
                     "or nodes: `accelerate launch [--multi_gpu ...] -m asuka train STAGE ...`. A run "
-                    "resumes from the newest checkpoint in its output_dir (resume=auto).")
+                    "resumes from the newest checkpoint in its output_dir (resume=auto).",
+        epilog=examples(_EXAMPLES["mae"], _EXAMPLES["vae"],
+                        "accelerate launch --multi_gpu -m asuka train align --config configs/align_sd15.yaml"),
+        formatter_class=ExamplesFormatter)
     stages = train.add_subparsers(dest="stage", metavar="STAGE")
     for name, text in _STAGES.items():
         # help strings are %-formatted by argparse, descriptions are not
