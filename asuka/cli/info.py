@@ -225,18 +225,21 @@ def _is_image_file(path: str) -> bool:
     return os.path.isfile(path) and os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
 
 
+def _print(description: dict, as_json: bool, formatter) -> None:
+    if as_json:
+        json.dump(description, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(formatter(description))
+
+
 def run(args) -> int:
     from asuka.registry import resolve_model
 
     if args.model is not None and _is_image_file(args.model):
         from asuka.provenance import read_provenance
 
-        found = read_provenance(args.model)
-        if args.json:
-            json.dump(found, sys.stdout, indent=2, default=str)
-            print()
-        else:
-            print(format_provenance(found))
+        _print(read_provenance(args.model), args.json, format_provenance)
         return 0
     model = resolve_model(args.model)
     if os.path.exists(model):
@@ -247,9 +250,5 @@ def run(args) -> int:
         raise InputError(f"model folder not found: {model} (nor is it a hub id of the form owner/name)")
     else:
         description = describe_hub(model)
-    if args.json:
-        json.dump(description, sys.stdout, indent=2, default=str)
-        print()
-    else:
-        print(format_description(description))
+    _print(description, args.json, format_description)
     return 0
