@@ -237,8 +237,11 @@ def read_provenance(path: str | os.PathLike) -> dict:
 
     from asuka import io
 
-    image = io.open_image(path)
-    found = {"file": str(path), "format": image.format, "size": list(image.size), "recipe": read_recipe(image)}
+    image = io.open_image(path)  # checks the file; EXIF orientation applied (a copy without metadata)
+    import PIL.Image
+
+    with PIL.Image.open(path) as raw:
+        found = {"file": str(path), "format": raw.format, "size": list(image.size), "recipe": read_recipe(raw)}
     if importlib.util.find_spec("imwatermark") is None or importlib.util.find_spec("pywt") is None:
         found["watermark"] = None
     else:
