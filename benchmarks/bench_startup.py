@@ -34,6 +34,12 @@ import numpy as np
 import PIL.Image
 
 ROOT = Path(__file__).resolve().parents[1]
+try:  # the folder holding the asuka package this script imports (the clone's root, or src/)
+    import asuka as _asuka
+
+    PACKAGE_PARENT = str(Path(_asuka.__file__).resolve().parents[1])
+except (ImportError, TypeError):  # not importable, or an empty namespace package
+    PACKAGE_PARENT = str(ROOT)
 
 
 def make_inputs(folder: Path) -> dict[str, tuple[Path, Path]]:
@@ -59,7 +65,7 @@ def run_cli(image: Path, mask: Path, out: Path, threads: int | None) -> tuple[fl
     if threads:
         cmd += ["--threads", str(threads)]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = PACKAGE_PARENT + os.pathsep + env.get("PYTHONPATH", "")
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -72,7 +78,7 @@ def run_cli(image: Path, mask: Path, out: Path, threads: int | None) -> tuple[fl
 
 
 def import_costs(top: int = 12) -> list[tuple[str, float]]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import asuka.pipeline"],
                           capture_output=True, text=True, env=env)
     costs = collections.Counter()

@@ -26,6 +26,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+try:  # the folder holding the asuka package this script imports (the clone's root, or src/)
+    import asuka as _asuka
+
+    PACKAGE_PARENT = str(Path(_asuka.__file__).resolve().parents[1])
+except (ImportError, TypeError):  # not importable, or an empty namespace package
+    PACKAGE_PARENT = str(ROOT)
 
 
 def worker(setting: str, steps: int, calls: int) -> None:
@@ -82,7 +88,7 @@ def main() -> None:
     cpus = allowed_cpus()
     settings = args.settings.split(",") if args.settings else ["auto"] + [str(n) for n in range(1, cpus + 1)]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = PACKAGE_PARENT + os.pathsep + env.get("PYTHONPATH", "")
     print(f"allowed CPUs: {cpus}; competing busy processes: {args.busy}; load average before: "
           f"{os.getloadavg()[0]:.2f}; {args.steps} steps, {args.calls} timed calls per process")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]

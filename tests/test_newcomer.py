@@ -50,7 +50,9 @@ def test_load_pipeline_without_argument_from_another_directory(tmp_path):
     code = ("import asuka; from asuka import AsukaInpaintPipeline as P; p = asuka.load_pipeline(device='cpu'); "
             "q = P.from_pretrained('asuka-small'); print(type(p).__name__, p.working_resolution, "
             "type(q.decoder).__name__)")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    import asuka
+
+    env = dict(os.environ, PYTHONPATH=str(Path(asuka.__file__).resolve().parents[1]), HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
