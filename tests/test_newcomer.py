@@ -223,3 +223,31 @@ def test_info_without_argument_describes_the_shipped_model(capsys):
         pytest.skip(f"no shipped model at {SHIPPED}")
     assert main(["info"]) == 0
     assert "AsukaInpaintPipeline" in capsys.readouterr().out
+
+
+def _png(array) -> bytes:
+    import io as _io
+
+    buffer = _io.BytesIO()
+    PIL.Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("watermark", [False, pytest.param(True, marks=needs_watermark)])
+def test_server_answers_carry_the_recipe_and_the_optional_watermark(tmp_path, watermark):
+    import io as _io
+
+    from asuka.testing import tiny_pipeline
+    from asuka.web.server import InpaintApp
+
+    photo, hole = _photo_and_hole(tmp_path)
+    app = InpaintApp(tiny_pipeline(0), model_name="tiny", default_steps=2, watermark=watermark, threads=1)
+    result = app.inpaint({"image": _png(photo), "mask": _png(hole.astype(np.uint8) * 255), "seed": "4"})
+    answer = PIL.Image.open(_io.BytesIO(result.png))
+    recipe = provenance.read_recipe(answer)
+    assert recipe["seed"] == 4 and recipe["steps"] == 2 and recipe["model"] == "tiny"
+    assert recipe["watermark"] == (provenance.WATERMARK_METHOD if watermark else None)
+    out = np.asarray(answer.convert("RGB"))
+    assert np.array_equal(out[~hole], photo[~hole]) != watermark
+    if watermark:
+        assert provenance.has_watermark(answer)
