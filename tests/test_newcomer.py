@@ -251,3 +251,22 @@ def test_server_answers_carry_the_recipe_and_the_optional_watermark(tmp_path, wa
     assert np.array_equal(out[~hole], photo[~hole]) != watermark
     if watermark:
         assert provenance.has_watermark(answer)
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
+    import asuka.cli.info as info
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
+
+    monkeypatch.setattr(info, "run", missing)
+    from asuka.cli import build_parser
+
+    parser = build_parser()
+    monkeypatch.setattr("asuka.cli.build_parser", lambda: parser)
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    sub["info"].set_defaults(func=missing)
+    assert main(["info"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["asuka: error: `asuka info` needs the package transformers, which is not installed: "
+                   "pip install 'asuka[text]' (see README, Install)"]

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Packages of the optional extras (pyproject.toml) -> the extra that installs them.
-_EXTRAS = {"torchvision": "train,eval", "lpips": "train,eval", "open_clip": "clip", "webdataset": "webdataset",
+_EXTRAS = {"transformers": "text", "torchvision": "train,eval", "lpips": "train,eval", "open_clip": "clip", "webdataset": "webdataset",
            "braceexpand": "webdataset", "pywt": "watermark", "imwatermark": "watermark"}
 
 
