@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Packages of the optional extras (pyproject.toml) -> the extra that installs them.
 _EXTRAS = {"transformers": "text", "torchvision": "train,eval", "lpips": "train,eval", "open_clip": "clip", "webdataset": "webdataset",
-           "braceexpand": "webdataset", "pywt": "watermark", "imwatermark": "watermark"}
+           "braceexpand": "webdataset", "scipy": "eval", "skimage": "eval", "sklearn": "eval", "pywt": "watermark", "imwatermark": "watermark"}
 
 
 def main(argv: list[str] | None = None) -> int:
