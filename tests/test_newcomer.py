@@ -238,11 +238,15 @@ def test_server_answers_carry_the_recipe_and_the_optional_watermark(tmp_path, wa
     import io as _io
 
     from asuka.testing import tiny_pipeline
-    from asuka.web.server import InpaintApp
+    from asuka.web import InpaintApp
 
     photo, hole = _photo_and_hole(tmp_path)
     app = InpaintApp(tiny_pipeline(0), model_name="tiny", default_steps=2, watermark=watermark, threads=1)
-    result = app.inpaint({"image": _png(photo), "mask": _png(hole.astype(np.uint8) * 255), "seed": "4"})
+    try:
+        result = app.run(app.prepare(_png(photo), _png(hole.astype(np.uint8) * 255), {"seed": "4"}))
+    finally:
+        app.close()
+    assert app.info()["watermark"] is watermark
     answer = PIL.Image.open(_io.BytesIO(result.png))
     recipe = provenance.read_recipe(answer)
     assert recipe["seed"] == 4 and recipe["steps"] == 2 and recipe["model"] == "tiny"
