@@ -24,6 +24,7 @@ _LAZY = {
     "AsukaAligner": "asuka.models.aligner",
     "MaskConditionedDecoder": "asuka.models.decoder",
     "AsukaInpaintPipeline": "asuka.pipeline",
+    "AsukaFluxFillPipeline": "asuka.pipeline_flux",
     "load_pipeline": "asuka.pipeline",
     "DEFAULT_MODEL": "asuka.registry",
     "AsukaError": "asuka.errors",

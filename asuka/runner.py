@@ -366,11 +366,13 @@ def run_benchmark(
 
     # 3. The settings that fix the outputs; refuse to mix them with another run's.
     if isinstance(model, (str, os.PathLike)):
-        from asuka.pipeline import resolve_device, resolve_dtype
+        from asuka.pipeline_base import pipeline_class, resolve_device, resolve_dtype
 
-        dtype_name = str(resolve_dtype(dtype, resolve_device(device))).removeprefix("torch.")
+        cuda_dtype = pipeline_class(model).cuda_dtype  # float16 for SD-1.5, bfloat16 for FLUX
+        dtype_name = str(resolve_dtype(dtype, resolve_device(device), cuda_dtype)).removeprefix("torch.")
     else:
-        dtype_name = str(model.unet.dtype).removeprefix("torch.")
+        backbone = getattr(model, "unet", None) or model.transformer
+        dtype_name = str(backbone.dtype).removeprefix("torch.")
     settings = {
         "model": model_id(model), "data": str(bench.root.resolve()), "layout": bench.layout,
         "resolution": bench.resolution, "steps": steps, "seed": seed, "seed_rule": "sha256(seed/stem)",

@@ -1,12 +1,13 @@
-"""Tiny random models for tests and examples, and the full SD-1.5-inpainting configs.
+"""Tiny random models for tests and examples (the architecture configs: :mod:`asuka.architectures`).
 
 * :func:`tiny_components` / :func:`tiny_pipeline`: every component of
   :class:`~asuka.pipeline.AsukaInpaintPipeline` at toy size (64 px working resolution,
   32-d condition); a whole inference takes well under a second on a CPU. Weights are random
   but fixed by ``seed``.
-* :func:`sd15_unet_config`, :func:`sd15_vae_config`, :func:`sd15_scheduler_config`: the real
-  SD-1.5-inpainting architecture (build it with random weights for speed / memory checks,
-  since the weights cannot be downloaded here).
+* :func:`tiny_flux_components` / :func:`tiny_flux_pipeline`: the same for
+  :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` (FLUX-Fill's real channel layout).
+* the architecture configs (SD-1.5, FLUX.1-Fill, tiny) now live in :mod:`asuka.architectures`
+  (production code uses them); they are re-exported here.
 
 Nothing here touches the network.
 """
@@ -15,102 +16,10 @@ from __future__ import annotations
 
 import torch
 
-#: Working resolution of the tiny pipeline: UNet sample_size 32 x VAE factor 2.
-TINY_RESOLUTION = 64
-#: Token width of the tiny condition (UNet cross_attention_dim).
-TINY_CROSS_DIM = 32
-
-
-# --------------------------------------------------------------------------------------------
-# Full-size configs (facts from SD15_INPAINT.md)
-# --------------------------------------------------------------------------------------------
-def sd15_unet_config() -> dict:
-    """``UNet2DConditionModel`` config of SD-1.5-inpainting (9 input channels, ~860M params)."""
-    return dict(
-        sample_size=64,
-        in_channels=9,
-        out_channels=4,
-        center_input_sample=False,
-        flip_sin_to_cos=True,
-        freq_shift=0,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        downsample_padding=1,
-        mid_block_scale_factor=1,
-        act_fn="silu",
-        norm_num_groups=32,
-        norm_eps=1e-5,
-        cross_attention_dim=768,
-        attention_head_dim=8,
-    )
-
-
-def sd15_vae_config() -> dict:
-    """``AutoencoderKL`` config of SD-1.5 (~84M params, factor 8, scaling 0.18215)."""
-    return dict(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        act_fn="silu",
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
-
-
-def sd15_scheduler_config() -> dict:
-    """SD-1.5's training noise schedule; valid for any diffusers scheduler's ``from_config``."""
-    return dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Tiny components
-# --------------------------------------------------------------------------------------------
-def tiny_unet_config() -> dict:
-    """The tiny 9-channel UNet diffusers' own inpainting tests use."""
-    return dict(
-        sample_size=32,
-        in_channels=9,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TINY_CROSS_DIM,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
-
-
-def tiny_vae_config() -> dict:
-    """A tiny ``AutoencoderKL`` (factor 2, 4 latent channels)."""
-    return dict(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=TINY_RESOLUTION,
-        scaling_factor=0.18215,
-    )
+from asuka.architectures import (  # noqa: F401  (re-exported: the configs used to live here)
+    TINY_CROSS_DIM, TINY_FLUX_JOINT_DIM, TINY_FLUX_POOLED_DIM, TINY_RESOLUTION, flux_scheduler_config,
+    sd15_scheduler_config, sd15_unet_config, sd15_vae_config, tiny_flux_transformer_config, tiny_flux_vae_config,
+    tiny_unet_config, tiny_vae_config)
 
 
 def tiny_text_encoder(seed: int = 0):
@@ -192,5 +101,82 @@ def tiny_pipeline(seed: int = 0, **kwargs):
     from asuka.pipeline import AsukaInpaintPipeline
 
     pipe = AsukaInpaintPipeline(**tiny_components(seed, **kwargs))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny FLUX.1-Fill components (sizes of ASUKA_FLUX.md section 4: real packing, s = 8, C = 16)
+# --------------------------------------------------------------------------------------------
+def tiny_flux_components(seed: int = 0, *, text_encoder: bool = False) -> dict:
+    """Every :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` component at toy size.
+
+    MAE (``"tiny"``), clip aligner (32 -> 24) and t5 aligner (32 -> 32) with random non-zero
+    null conditions (1 and 16 tokens), the tiny transformer and VAE above, the ASUKA decoder from
+    that VAE, and the Fill-dev scheduler. The VAE's posterior is made near-deterministic
+    (log-variance -30, std 3e-7) so that the posterior's mode (ours) and a sample (diffusers',
+    the release's) agree to float error. ``text_encoder=True`` adds tiny CLIP (width 24) and
+    "T5" (width 32) encoders with byte-level tokenizers. Eval mode, fp32, CPU.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    from asuka.models.aligner import AsukaAligner
+    from asuka.models.decoder import MaskConditionedDecoder
+    from asuka.models.mae import MAEPrior
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mae = MAEPrior.from_preset("tiny")
+        torch.manual_seed(seed + 1)
+        clip_aligner = AsukaAligner.from_preset("tiny", dim=TINY_FLUX_POOLED_DIM, head_dim=8)
+        clip_aligner.set_null_condition(torch.randn(1, TINY_FLUX_POOLED_DIM))
+        torch.manual_seed(seed + 2)
+        t5_aligner = AsukaAligner.from_preset("tiny", dim=TINY_FLUX_JOINT_DIM)
+        t5_aligner.set_null_condition(torch.randn(16, TINY_FLUX_JOINT_DIM))  # as many as the prior
+        torch.manual_seed(seed + 3)
+        transformer = FluxTransformer2DModel(**tiny_flux_transformer_config())
+        torch.manual_seed(seed + 4)
+        vae = AutoencoderKL(**tiny_flux_vae_config())
+        with torch.no_grad():
+            vae.encoder.conv_out.bias[vae.config.latent_channels:] = -30.0
+    decoder = MaskConditionedDecoder.from_autoencoder_kl(vae, seed=seed + 5)
+    components = dict(
+        mae=mae.eval(), clip_aligner=clip_aligner.eval(), t5_aligner=t5_aligner.eval(),
+        transformer=transformer.eval(), vae=vae.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(flux_scheduler_config()), decoder=decoder.eval(),
+        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+    )
+    if text_encoder:
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        te, tok = tiny_text_encoder(seed + 6)
+        cfg = te.config.to_dict()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 7)
+            clip = CLIPTextModel(CLIPTextConfig(**{**cfg, "hidden_size": TINY_FLUX_POOLED_DIM,
+                                                   "projection_dim": TINY_FLUX_POOLED_DIM})).eval()
+        components.update(text_encoder=clip, tokenizer=tok, text_encoder_2=tiny_t5_encoder(seed + 8),
+                          tokenizer_2=tiny_text_encoder(seed + 6)[1])
+    return components
+
+
+def tiny_t5_encoder(seed: int = 0):
+    """A tiny ``T5EncoderModel`` of width :data:`TINY_FLUX_JOINT_DIM` (vocabulary of the byte-level tokenizer)."""
+    from transformers import T5Config, T5EncoderModel
+
+    vocab = len(tiny_text_encoder(seed)[1].get_vocab())
+    config = T5Config(vocab_size=vocab, d_model=TINY_FLUX_JOINT_DIM, d_kv=8, d_ff=37, num_layers=1,
+                      num_heads=4, decoder_start_token_id=0, pad_token_id=vocab - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return T5EncoderModel(config).eval()
+
+
+def tiny_flux_pipeline(seed: int = 0, **kwargs):
+    """A tiny :class:`~asuka.pipeline_flux.AsukaFluxFillPipeline` (see :func:`tiny_flux_components`),
+    progress bar off."""
+    from asuka.pipeline_flux import AsukaFluxFillPipeline
+
+    pipe = AsukaFluxFillPipeline(**tiny_flux_components(seed, **kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe

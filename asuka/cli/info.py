@@ -17,7 +17,9 @@ import sys
 HIGHLIGHTS = {
     "UNet2DConditionModel": ("in_channels", "out_channels", "sample_size", "block_out_channels",
                              "cross_attention_dim", "attention_head_dim"),
-    "AutoencoderKL": ("latent_channels", "block_out_channels", "scaling_factor"),
+    "FluxTransformer2DModel": ("in_channels", "out_channels", "num_layers", "num_single_layers",
+                               "joint_attention_dim", "pooled_projection_dim", "guidance_embeds"),
+    "AutoencoderKL": ("latent_channels", "block_out_channels", "scaling_factor", "shift_factor"),
     "MAEPrior": ("image_size", "patch_size", "embed_dim", "depth", "decoder_embed_dim", "decoder_depth",
                  "prior_layers"),
     "AsukaAligner": ("in_dim", "dim", "num_blocks", "head_dim", "null_tokens"),
@@ -39,8 +41,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "info", help="describe a model (components, configs, parameters, size) or an output image's recipe",
-        description="Describe an AsukaInpaintPipeline folder (or any diffusers pipeline folder / hub id / "
-        "shipped model name) without loading its weights; or, given an image, print the recipe asuka "
+        description="Describe an AsukaInpaintPipeline or AsukaFluxFillPipeline folder (or any diffusers "
+        "pipeline folder / hub id / shipped model name) without loading its weights; or, given an image, print the recipe asuka "
         "embedded in it and whether it carries asuka's invisible watermark.",
         formatter_class=HelpFormatter,
         epilog=examples("asuka info", "asuka info my-asuka --json", "asuka info out.png"))

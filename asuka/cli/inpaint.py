@@ -9,9 +9,10 @@ with a pipeline folder or hub id (``asuka convert`` makes one from the release f
 
 Masks: white (or opaque, for a single-colour mask with transparency) = hole; see
 :mod:`asuka.io` for the exact rule. Outputs have the input's size; their format follows the
-extension (png, jpg, webp). Large images are processed in crop mode by default: a region of
-at least the model's working resolution (512) around the hole, so a small hole in a big photo
-costs about what a 512x512 image costs; ``--full-image`` runs on the whole image instead.
+extension (png, jpg, webp). Images are processed in crop mode by default (as the pipeline): a
+region of at least the model's working resolution (512 for SD-1.5) around the hole, so a small
+hole in a big photo costs about what a 512x512 image costs; ``--full-image`` runs on the whole
+image instead. ``--model`` takes either variant's folder (SD-1.5 or FLUX).
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def register(subparsers) -> None:
                    help="resize a mask of another size to the image's (nearest) instead of failing")
     add_crop_options(p)
     p.add_argument("--resolution", type=int, default=None,
-                   help="crop mode working resolution (default: the model's, 512 for SD-1.5)")
+                   help="crop mode working resolution (default: the model's, 512 for SD-1.5, 1024 for FLUX)")
     p.add_argument("--condition", choices=("prior", "null", "text"), default=None,
                    help="prior: ASUKA; null: the SD baseline (empty condition); text: SD with --prompt")
-    p.add_argument("--condition-weight", type=float, default=1.0, help="null + w * (prior - null)")
+    p.add_argument("--condition-weight", type=float, default=None,
+                   help="null + w * (prior - null) (default: the model's, 1 for SD-1.5, 0.5 for FLUX)")
     p.add_argument("--prompt", default=None, help="text prompt (needs a model saved with a text encoder)")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance; 1 = none")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="SD-1.5: classifier-free guidance (default 1 = none); FLUX: distilled guidance (default 30)")
     p.add_argument("--decoder", choices=("asuka", "vae"), default=None,
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     add_watermark_option(p)
@@ -150,15 +153,19 @@ def run(args) -> int:
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=folder_mode)
     options = dict(
-        num_inference_steps=args.steps, condition=args.condition, condition_weight=args.condition_weight,
-        prompt=args.prompt, guidance_scale=args.guidance_scale, decoder=args.decoder,
-        composite=not args.no_composite, feather=args.feather,
-        padding_mask_crop=margin, resolution=args.resolution,
+        num_inference_steps=args.steps, condition=args.condition, prompt=args.prompt, decoder=args.decoder,
+        composite=not args.no_composite, feather=args.feather, full_image=args.full_image,
+        padding_mask_crop=args.crop_margin, resolution=args.resolution,
     )
+    # unset: the pipeline's own defaults (they differ between the SD-1.5 and FLUX variants)
+    options.update({k: v for k, v in (("condition_weight", args.condition_weight),
+                                      ("guidance_scale", args.guidance_scale)) if v is not None})
+    weight = pipe.default_condition_weight if args.condition_weight is None else args.condition_weight
+    guidance = pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
     recipe = provenance.recipe(
-        pipe, args.model, steps=args.steps, seed=args.seed, condition=options["condition"], decoder=args.decoder,
-        watermark=args.watermark, condition_weight=args.condition_weight if args.condition_weight != 1.0 else None,
-        prompt=args.prompt, guidance_scale=args.guidance_scale if args.guidance_scale != 1.0 else None,
+        pipe, args.model, steps=args.steps, seed=args.seed, decoder=args.decoder,
+        condition=args.condition or ("text" if args.prompt is not None else "prior"),
+        watermark=args.watermark, condition_weight=weight, guidance_scale=guidance, prompt=args.prompt,
         crop_margin=margin, composite=not args.no_composite, feather=args.feather or None)
 
     failed = 0

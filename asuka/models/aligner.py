@@ -17,7 +17,6 @@ timestep modulation)::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import torch
@@ -27,7 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from asuka.errors import CheckpointError, InputError
-from asuka.models._checks import check_state_dict, read_checkpoint
+from asuka.models._checks import check_state_dict, read_checkpoint, report_ignored, take_weights
 
 PRESETS: dict[str, dict] = {
     # the release's CLIP-branch alignment; dim 768 = SD-1.5's cross_attention_dim
@@ -184,21 +183,31 @@ class AsukaAligner(ModelMixin, ConfigMixin):
 
         Release layout: ``0.*`` (input Linear), ``{1..N}.linear1.*``, ``{1..N}.linear2.*``,
         ``{1..N}.norm.query_norm.scale``, ``{1..N}.norm.key_norm.scale``, ``{1..N}.modulation.lin.*``
-        (built but never used in the release's forward: dropped), ``{N+1}.*`` (final LayerNorm).
+        (built but never used in the release's forward: dropped, and said so in a log line; for the
+        t5 aligner these are 201 M of its 1.01 B parameters), ``{N+1}.*`` (final LayerNorm).
         ``in_dim``, ``dim``, ``N``, ``head_dim`` and ``mlp_ratio`` are read from the tensor shapes;
-        every key and shape is then checked, and the error names what is missing or unexpected.
-        The null condition stays zeros (the release has none for SD); set it with
-        :meth:`set_null_condition`.
+        every key and shape is then checked, and the error names what is missing, unexpected or
+        mis-shaped, as the key is spelled in the file. The file is memory-mapped, so the dropped
+        tensors are never read. The null condition stays zeros (the release keeps it in separate
+        files, ``ckpt/vec.pt`` and ``ckpt/txt_256.pt``); set it with :meth:`set_null_condition`.
         """
         what = "AsukaAligner.from_release"
-        sd = read_checkpoint(path_or_state_dict, what=what)
+        sd, extras = take_weights(read_checkpoint(path_or_state_dict, what=what), what=what, keys=())
         config = _infer_release_config(sd, what)
         model = cls(**config)
         n = config["num_blocks"]
         rename = _release_names(n)  # ours -> release
-        expected = {rel: model.state_dict()[ours] for ours, rel in rename.items()}
+        ours_sd = model.state_dict()
+        expected = {rel: ours_sd[ours] for ours, rel in rename.items()}
         unused = tuple(f"{i}.modulation." for i in range(1, n + 1))
         check_state_dict(expected, sd, what=what, ignore_unexpected=unused)
+        dropped = [k for k in sd if k.startswith(unused)]
+        report_ignored(what, {
+            "never used in the release's forward": dropped and (
+                f"{{1..{n}}}.modulation.lin.* ({len(dropped)} keys, "
+                f"{sum(sd[k].numel() for k in dropped) / 1e6:.1f} M parameters)"),
+            "non-tensor entries": extras,
+        })
         ours = {o: sd[r] for o, r in rename.items()}
         ours["null_condition"] = model.null_condition
         model.load_state_dict(ours, strict=True)
@@ -220,27 +229,40 @@ def _release_names(num_blocks: int) -> dict[str, str]:
 
 
 def _infer_release_config(sd: Mapping[str, torch.Tensor], what: str) -> dict:
+    """Sizes from the shapes. Only what the sizes need is required here; every other key is then
+    checked by name (so a missing ``2.linear1.weight`` is reported as exactly that)."""
     def need(key: str, ndim: int) -> torch.Tensor:
         t = sd.get(key)
-        if not isinstance(t, torch.Tensor):
+        if t is None:
             raise CheckpointError(f"{what}: missing key {key!r} (keys present: {_first(sd)})")
         if t.ndim != ndim:
-            raise CheckpointError(f"{what}: {key!r} should be {ndim}-D, got shape {tuple(t.shape)}")
+            raise CheckpointError(f"{what}: {key!r}: expected a {ndim}-D tensor, found shape {tuple(t.shape)}")
         return t
 
     dim, in_dim = need("0.weight", 2).shape
-    blocks = sorted({int(m.group(1)) for k in sd if (m := re.fullmatch(r"(\d+)\.linear1\.weight", k))})
-    if not blocks:
-        raise CheckpointError(f"{what}: no '<i>.linear1.weight' keys: not an alignment state dict "
-                              f"(keys present: {_first(sd)})")
-    n = len(blocks)
-    if blocks != list(range(1, n + 1)):
-        raise CheckpointError(f"{what}: block indices must be 1..{n}, got {blocks}")
-    head_dim = need("1.norm.query_norm.scale", 1).shape[0]
-    fused = need("1.linear1.weight", 2).shape[0]
+    indices = {int(k.split(".", 1)[0]) for k in sd if k.split(".", 1)[0].isdigit()}
+    last = max(indices)
+    if last < 1 or f"{last}.weight" not in sd:
+        raise CheckpointError(
+            f"{what}: not an alignment state dict: expected '0.*', blocks '1..N' ('<i>.linear1.weight', ...) "
+            f"and the final LayerNorm '<N+1>.weight', '<N+1>.bias'; found no '{last}.weight' "
+            f"(keys present: {_first(sd)})")
+    n = last - 1
+    if n == 0:  # Linear + LayerNorm only: head size unused
+        return dict(in_dim=int(in_dim), dim=int(dim), num_blocks=0, head_dim=int(dim), mlp_ratio=4.0, null_tokens=1)
+
+    def first_block_with(suffix: str, ndim: int) -> torch.Tensor:
+        for i in range(1, n + 1):
+            if f"{i}.{suffix}" in sd:
+                return need(f"{i}.{suffix}", ndim)
+        raise CheckpointError(f"{what}: missing key '1.{suffix}' (expected in each of the blocks 1..{n} "
+                              f"before the final LayerNorm '{last}.*'; no block has it)")
+
+    head_dim = first_block_with("norm.query_norm.scale", 1).shape[0]
+    fused = first_block_with("linear1.weight", 2).shape[0]
     if head_dim < 1 or dim % head_dim or fused <= 3 * dim:
-        raise CheckpointError(f"{what}: inconsistent shapes: dim {dim}, head_dim {head_dim}, "
-                              f"linear1 out {fused} (expected > 3*dim)")
+        raise CheckpointError(f"{what}: inconsistent shapes: dim {dim} (from 0.weight), head_dim {head_dim} "
+                              f"(from norm.query_norm.scale), linear1 out {fused} (expected > 3 * dim = {3 * dim})")
     return dict(in_dim=int(in_dim), dim=int(dim), num_blocks=n, head_dim=int(head_dim),
                 mlp_ratio=(fused - 3 * dim) / dim, null_tokens=1)
 

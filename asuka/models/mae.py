@@ -33,7 +33,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from asuka.errors import CheckpointError, InputError
-from asuka.models._checks import load_checked, read_checkpoint
+from asuka.models._checks import load_checked, read_checkpoint, report_ignored, take_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -581,25 +581,42 @@ class MAEPrior(ModelMixin, ConfigMixin):
     # ------------------------------------------------------------------ conversion
     @classmethod
     def from_release(cls, path_or_state_dict, **config_overrides) -> "MAEPrior":
-        """Build from the release's MAE checkpoint (``mae_300.pth``: ``{'model': state_dict}``,
-        or a bare state dict), inferring sizes from tensor shapes.
+        """Build from the release's MAE checkpoint, inferring sizes from tensor shapes.
 
-        Heads cannot be read from shapes: encoder heads follow the release's presets
-        (768 -> 12, 1024/1280 -> 16, otherwise width / 64), decoder heads are 16 (every release
-        preset); ``image_size`` comes from ``pos_embed`` if present, else 256. Pass config
-        fields to override. Every key and shape is checked (:class:`CheckpointError` names
-        the missing, unexpected or mis-shaped keys). The release's ``pos_embed`` and
-        ``decoder_pos_embed`` are fixed sin-cos tables: they are checked against ours, not loaded.
+        Accepts ``mae_300.pth`` as MAE's training script writes it (``{'model': state_dict,
+        'optimizer', 'epoch', 'scaler', 'args'}``, ``args`` an ``argparse.Namespace``; everything but
+        ``model`` is ignored, and a log line says so) or a bare state dict.
+
+        Head counts cannot be read from the weights. They are known for the MAE architectures:
+        ViT-B/16 with the 512-wide, 8-block decoder (the release: 12 encoder and 16 decoder heads,
+        prior after 6 decoder blocks), ViT-L/16 and ViT-H/14 (16 and 16). Any other size is refused
+        unless ``num_heads`` and ``decoder_num_heads`` are given (a wrong guess would load without
+        error and give another prior). ``image_size`` comes from ``pos_embed`` if present, else 256.
+        Other config fields may be overridden too. Every key and shape is checked
+        (:class:`CheckpointError` names the missing, unexpected or mis-shaped keys, with the
+        expected and the found shape). The release's ``pos_embed`` and ``decoder_pos_embed`` are
+        fixed sin-cos tables: they are checked against ours, not loaded.
         """
         what = "MAE release checkpoint"
-        sd = read_checkpoint(path_or_state_dict, what=what)
-        if isinstance(sd.get("model"), Mapping):
-            sd = sd["model"]
-        sd = {k.removeprefix("module."): v for k, v in sd.items() if torch.is_tensor(v)}
+        sd, extras = take_weights(read_checkpoint(path_or_state_dict, what=what, weights_key="model"),
+                                  what=what, keys=("model",))
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
         config = _infer_release_config(sd, what)
         unknown = set(config_overrides) - set(config)
         if unknown:
             raise InputError(f"{what}: unknown config overrides {sorted(unknown)}; expected some of {sorted(config)}")
+        heads = _KNOWN_HEADS.get(_architecture(config))
+        missing = [name for name in ("num_heads", "decoder_num_heads") if name not in config_overrides]
+        if heads is None and missing:
+            raise CheckpointError(
+                f"{what}: the head counts cannot be read from the weights, and this is not a known MAE "
+                f"architecture (patch {config['patch_size']}, encoder {config['embed_dim']} x {config['depth']} "
+                f"blocks, decoder {config['decoder_embed_dim']} x {config['decoder_depth']}; known: ViT-B/16 "
+                f"as released, ViT-L/16, ViT-H/14 with the 512 x 8 decoder); pass "
+                + " and ".join(f"{name}=..." for name in missing)
+                + " (e.g. MAEPrior.from_release(path, num_heads=H, decoder_num_heads=H_dec))")
+        if heads is not None:
+            config.update(num_heads=heads[0], decoder_num_heads=heads[1])
         config.update(config_overrides)
         model = cls(**config)
         for key in ("pos_embed", "decoder_pos_embed"):
@@ -610,11 +627,28 @@ class MAEPrior(ModelMixin, ConfigMixin):
                         f"{what}: {key} {tuple(theirs.shape)} is not the fixed 2-D sin-cos table "
                         f"{tuple(ours.shape)} this model uses (check image_size/patch_size)"
                     )
-        sd = {k: (v.reshape(()) if k == "alpha" else v) for k, v in sd.items()}
+        alpha = sd.get("alpha")
+        if alpha is not None:  # a scalar; (1,) is the same number
+            if alpha.numel() != 1:
+                raise CheckpointError(f"{what}: state dict does not match the model (shape mismatch: alpha: "
+                                      f"expected () or (1,), found {tuple(alpha.shape)})")
+            sd["alpha"] = alpha.reshape(())
+        report_ignored(what, {"training state": extras})
         return load_checked(model, sd, what=what)
 
 
+def _architecture(config: dict) -> tuple:
+    return (config["patch_size"], config["embed_dim"], config["depth"],
+            config["decoder_embed_dim"], config["decoder_depth"])
+
+
+#: (patch, width, depth, decoder width, decoder depth) -> (heads, decoder heads): the MAE paper's
+#: models (``mae_vit_{base_patch16,large_patch16,huge_patch14}``); the first is the release's.
+_KNOWN_HEADS = {(16, 768, 12, 512, 8): (12, 16), (16, 1024, 24, 512, 8): (16, 16), (14, 1280, 32, 512, 8): (16, 16)}
+
+
 def _infer_release_config(sd: Mapping[str, torch.Tensor], what: str) -> dict:
+    """Every size the tensors tell; head counts are left at the release's (see ``from_release``)."""
     def need(key):
         if key not in sd:
             raise CheckpointError(f"{what}: missing key {key} (needed to infer the model size); "
@@ -632,8 +666,7 @@ def _infer_release_config(sd: Mapping[str, torch.Tensor], what: str) -> dict:
         image_size = math.isqrt(sd["pos_embed"].shape[-2]) * patch_size
     return dict(
         image_size=image_size, patch_size=patch_size, in_channels=in_channels, embed_dim=embed_dim, depth=depth,
-        num_heads={768: 12, 1024: 16, 1280: 16}.get(embed_dim, max(1, embed_dim // 64)),
-        decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth, decoder_num_heads=16,
+        num_heads=12, decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth, decoder_num_heads=16,
         mlp_ratio=mlp_ratio, norm_eps=1e-6, prior_layers=min(6, decoder_depth), norm_pix_loss=False,
     )
 

@@ -1,15 +1,23 @@
 """Offline latent augmentation for the decoder stage (``asuka make-latent-aug``).
 
 For a seeded ``fraction`` of the training images (paper: 50%), one random crop each, the
-frozen backbone's one-step estimate of the clean latent::
+frozen backbone's one-step estimate of the clean latent. SD-1.5 (``backbone.kind: sd15``)::
 
     z0      = VAE encoder mean of the crop (scaled)
     z_t     = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps,      t ~ U[t_min, t_max)  (500, 1000)
     eps_hat = UNet(cat(z_t, all-zero mask, z0), t, null condition)
     z0_hat  = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)
 
-is written once to ``<output_dir>/latents/<image id>.safetensors`` (``z0_hat`` divided by the
-VAE scaling factor -- what a decoder takes -- as float16, with the crop box and ``t``). The
+FLUX.1-Fill (``backbone.kind: flux``), on the packed, scaled and shifted latents, with the flow
+time ``s = t / 1000`` (the scheduler's timestep scale) and the fill input of an all-zero mask::
+
+    x_s     = (1 - s) x0 + s eps
+    v_hat   = transformer(x_s, fill(image, all-zero mask), s, null condition)     # asuka.flux
+    x0_hat  = x_s - s v_hat
+
+The estimate is written once to ``<output_dir>/latents/<image id>.safetensors`` in the latent
+space a decoder takes (``z0_hat / scaling`` for SD, ``x0_hat / scaling + shift`` for FLUX),
+as float16, with the crop box and ``t``. The
 decoder stage (``latent_aug.dir``) then trains on ``z0_hat`` instead of the encoder's latent
 for those images, cut at the same crop: latents that carry the backbone's typical errors
 (colour shifts, blur) the decoder must learn to undo.
@@ -30,7 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asuka import flux
 from asuka.errors import InputError
+from asuka.flux import DEFAULT_GUIDANCE
 from asuka.training.components import BackboneConfig, load_backbone_part, noise_scheduler
 from asuka.training.config import DataConfig
 
@@ -40,9 +50,12 @@ META_FILE, INDEX_FILE = "meta.json", "index.json"
 @dataclasses.dataclass
 class LatentAugConfig:
     """``fraction``: share of the images that get a latent (chosen per image id with ``seed``).
-    ``condition``: the UNet's condition -- ``auto`` (the CLIP embedding of ``""`` when the
-    backbone has a text encoder, else zeros ``1 x cross_attention_dim``), ``empty_prompt``
-    or ``zeros``."""
+    ``condition``: the backbone's condition -- ``auto`` (sd15: the CLIP embedding of ``""`` when
+    the backbone has a text encoder, else zeros ``1 x cross_attention_dim``; flux: the release's
+    null conditions from ``null_condition_dir`` when set, else zeros), ``empty_prompt`` (sd15) or
+    ``zeros``. ``null_condition_dir`` (flux): a folder with ``vec.pt`` and ``txt_256.pt`` (the
+    release's ``ckpt/``), FLUX-Fill's embeddings of the empty prompt. ``guidance`` (flux): the
+    distilled guidance value, 30 as at inference."""
 
     output_dir: str = "runs/latent_aug"
     seed: int = 0
@@ -52,10 +65,16 @@ class LatentAugConfig:
     batch_size: int = 8
     mixed_precision: str = "no"
     condition: str = "auto"
+    null_condition_dir: str | None = None
+    guidance: float = DEFAULT_GUIDANCE
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=256))
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
 
     def validate(self) -> None:
+        self.backbone.validate()
+        if self.backbone.is_flux and self.condition == "empty_prompt":
+            raise InputError("config condition=empty_prompt: for a flux backbone give the release's null "
+                             "conditions as null_condition_dir (condition=auto) or use condition=zeros")
         if not 0.0 < self.fraction <= 1.0:
             raise InputError(f"config fraction: expected a value in (0, 1], got {self.fraction}")
         if not 0 <= self.t_min < self.t_max:
@@ -225,6 +244,37 @@ def _null_condition(config: LatentAugConfig, unet, device, dtype) -> torch.Tenso
     return torch.zeros(1, 1, dim, device=device, dtype=dtype)
 
 
+def _flux_null_condition(config: LatentAugConfig, transformer, device, dtype):
+    """``(vec0 (1, Dp), txt0 (1, T, Dt))``: the release's files, or zeros (one text token)."""
+    tcfg = transformer.config
+    if config.condition == "auto" and config.null_condition_dir is not None:
+        from asuka.pipeline_flux import read_null_tensor, release_file
+
+        folder = config.null_condition_dir
+        vec = read_null_tensor(release_file(folder, "vec.pt", {}), (1, tcfg.pooled_projection_dim))
+        txt = read_null_tensor(release_file(folder, "txt_256.pt", {}), (1, None, tcfg.joint_attention_dim))
+        return vec.to(device, dtype), txt.to(device, dtype)
+    return (torch.zeros(1, tcfg.pooled_projection_dim, device=device, dtype=dtype),
+            torch.zeros(1, 1, tcfg.joint_attention_dim, device=device, dtype=dtype))
+
+
+@torch.no_grad()
+def flux_one_step_estimate(transformer, vae, x0: torch.Tensor, image: torch.Tensor, noise: torch.Tensor,
+                           s: torch.Tensor, condition, *, guidance: float) -> torch.Tensor:
+    """``x0_hat`` from one FLUX-Fill velocity at flow time ``s`` with an all-zero mask (everything
+    known), built with :mod:`asuka.flux` as the pipeline does. ``x0``, ``noise``: ``(B, C, h, w)``
+    scaled, shifted latents; ``image``: ``(B, 3, H, W)`` in ``[-1, 1]``; ``s``: ``(B,)`` in
+    ``(0, 1]``; ``condition``: ``(pooled (1, Dp), txt (1, T, Dt))``. Returns ``(B, C, h, w)``."""
+    b, _, h, w = x0.shape
+    fill = flux.fill_condition(vae, image, torch.zeros_like(image[:, :1]))
+    sv = s.float().view(-1, 1, 1, 1)
+    x_s = (1 - sv) * x0.float() + sv * noise.float()
+    pooled, txt = (c.expand(b, *c.shape[1:]) for c in condition)
+    v = flux.predict_velocity(transformer, flux.pack_latents(x_s), fill, s, pooled=pooled, txt=txt,
+                              img_ids=flux.latent_image_ids(h, w, x0.device), guidance=guidance)
+    return x_s - sv * flux.unpack_latents(v.float(), h, w)
+
+
 @torch.no_grad()
 def one_step_estimate(unet, scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
                       condition: torch.Tensor) -> torch.Tensor:
@@ -251,10 +301,14 @@ def make_latent_aug(config: LatentAugConfig) -> int:
     acc = Accelerator(mixed_precision=config.mixed_precision)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
     store = LatentAugStore(config.output_dir)
-    unet = load_backbone_part(config.backbone, "unet", seed=config.seed + 1).to(acc.device, dtype).eval()
+    is_flux = config.backbone.is_flux
+    unet = load_backbone_part(config.backbone, "model", seed=config.seed + 1).to(acc.device, dtype).eval()
     vae = load_backbone_part(config.backbone, "vae", seed=config.seed + 2).to(acc.device, dtype).eval()
     scheduler = noise_scheduler(config.backbone)
     sf = vae.config.scaling_factor
+    if is_flux and config.data.resolution % (2 * 2 ** (len(vae.config.block_out_channels) - 1)):
+        raise InputError(f"config data.resolution: a flux backbone needs a multiple of 16, "
+                         f"got {config.data.resolution}")
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if config.data.resolution % factor:
         raise InputError(f"config data.resolution: expected a multiple of the VAE factor {factor}, "
@@ -262,10 +316,13 @@ def make_latent_aug(config: LatentAugConfig) -> int:
     if config.t_max > scheduler.config.num_train_timesteps:
         raise InputError(f"config t_max: expected <= {scheduler.config.num_train_timesteps} "
                          f"(the schedule's steps), got {config.t_max}")
-    meta = {"resolution": config.data.resolution, "latent_channels": vae.config.latent_channels,
-            "downscale_factor": factor, "scaling_factor": sf, "t_range": [config.t_min, config.t_max],
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    meta = {"backbone": config.backbone.kind, "resolution": config.data.resolution,
+            "latent_channels": vae.config.latent_channels, "downscale_factor": factor, "scaling_factor": sf,
+            "shift_factor": shift, "t_range": [config.t_min, config.t_max],
             "seed": config.seed, "fraction": config.fraction, "resize": config.data.resize,
-            "format": "z0_hat / scaling_factor, float16 (C, h, w); crop (resized_w, resized_h, left, top, flip)"}
+            "format": "z0_hat / scaling_factor + shift_factor (what the VAE's decode takes), float16 (C, h, w); "
+                      "crop (resized_w, resized_h, left, top, flip)"}
     if acc.is_main_process:
         (store.root / "parts").mkdir(parents=True, exist_ok=True)
         meta_path = store.root / META_FILE
@@ -280,13 +337,13 @@ def make_latent_aug(config: LatentAugConfig) -> int:
         meta_path.write_text(json.dumps(meta, indent=2))
     acc.wait_for_everyone()
     done = set(store.done())
-    cond = _null_condition(config, unet, acc.device, dtype)
+    cond = (_flux_null_condition if is_flux else _null_condition)(config, unet, acc.device, dtype)
     loader = torch.utils.data.DataLoader(_Crops(config, done, acc.process_index, acc.num_processes),
                                          batch_size=config.batch_size, num_workers=config.data.num_workers)
     bar = tqdm(desc="latent augmentation", unit="img", disable=not acc.is_local_main_process)
     for batch in loader:
         images = batch["image"].to(acc.device, dtype)
-        z0 = vae.encode(images).latent_dist.mode() * sf
+        z0 = flux.encode_latents(vae, images)  # posterior mode, scaled (and shifted, for FLUX)
         noise, ts = [], []
         for ident in batch["id"]:  # per image, so the result does not depend on batching
             g = torch.Generator().manual_seed(int(np.random.SeedSequence((config.seed, _id_key(ident), 2))
@@ -294,11 +351,17 @@ def make_latent_aug(config: LatentAugConfig) -> int:
             ts.append(int(torch.randint(config.t_min, config.t_max, (1,), generator=g)))
             noise.append(torch.randn(z0.shape[1:], generator=g))
         t = torch.tensor(ts, device=acc.device)
-        z0_hat = one_step_estimate(unet, scheduler, z0.float(), torch.stack(noise).to(acc.device), t, cond)
+        noise = torch.stack(noise).to(acc.device)
+        if is_flux:
+            s = t.float() / scheduler.config.num_train_timesteps
+            z0_hat = flux_one_step_estimate(unet, vae, z0, images, noise, s, cond, guidance=config.guidance)
+        else:
+            z0_hat = one_step_estimate(unet, scheduler, z0.float(), noise, t, cond)
+        z0_hat = flux.latents_to_vae(vae, z0_hat)  # what the decoder takes: / scaling (+ shift)
         for i, ident in enumerate(batch["id"]):
             if not math.isfinite(float(z0_hat[i].abs().max())):
                 raise FloatingPointError(f"latent augmentation of {ident}: non-finite estimate at t={ts[i]}")
-            store.write(ident, z0_hat[i] / sf, batch["crop"][i], ts[i], acc.process_index)
+            store.write(ident, z0_hat[i], batch["crop"][i], ts[i], acc.process_index)
         bar.update(len(batch["id"]))
     bar.close()
     acc.wait_for_everyone()

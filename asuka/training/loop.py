@@ -106,6 +106,41 @@ def _resolve_resume(config: TrainConfig, run_dir: Path) -> Path | None:
     return path
 
 
+_NO_DECAY_MODULES = (torch.nn.modules.normalization.LayerNorm, torch.nn.modules.normalization.GroupNorm,
+                     torch.nn.modules.batchnorm._NormBase, torch.nn.Embedding)
+
+
+def _exempt_from_decay(module_name: str, module: torch.nn.Module, param_name: str, param: torch.Tensor) -> bool:
+    # Weight decay shrinks a weight towards 0; for offsets and scales (biases, norms, the MAE's
+    # alpha), learned tokens and embeddings that pulls towards a meaningless value, so MAE's recipe
+    # (and timm's, which it uses) leaves every 1-D tensor, bias, norm, token and embedding out.
+    leaf = param_name.lower()
+    return (param.ndim <= 1 or leaf == "bias" or isinstance(module, _NO_DECAY_MODULES)
+            or type(module).__name__.lower().endswith("norm") or "token" in leaf or "embed" in leaf
+            or "norm" in module_name.rsplit(".", 1)[-1].lower())
+
+
+def weight_decay_groups(models, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups for ``models``: ``weight_decay`` for the weights of linear and conv
+    layers, 0 for 1-D parameters (biases, norm scales, scalars such as ``alpha``), norm layers,
+    ``*token*`` and ``*embed*`` parameters (``mask_token``, position embeddings) and ``nn.Embedding``.
+    Frozen parameters are left out. With ``weight_decay == 0`` there is one group."""
+    decay, exempt, ordered, seen = [], [], [], set()
+    for model in models:
+        for module_name, module in model.named_modules():
+            for param_name, param in module.named_parameters(recurse=False):
+                if not param.requires_grad or id(param) in seen:  # (shared parameters: once)
+                    continue
+                seen.add(id(param))
+                group = exempt if _exempt_from_decay(module_name, module, param_name, param) else decay
+                group.append(param)
+                ordered.append(param)
+    if weight_decay == 0:  # in parameters() order, as one group (checkpoints of such runs stay loadable)
+        return [{"params": ordered, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 class _Trainer:
     def __init__(self, stage_cls: type[Stage], config: TrainConfig):
         self.config = config
@@ -125,8 +160,9 @@ class _Trainer:
         for name, (model_names, opt) in self.stage.optimizer_groups().items():
             params = [p for m in model_names for p in self.raw[m].parameters() if p.requires_grad]
             self.groups[name] = (params, opt)
-            self.optimizers[name] = torch.optim.AdamW(params, lr=opt.lr, betas=tuple(opt.betas),
-                                                      weight_decay=opt.weight_decay, eps=opt.eps)
+            self.optimizers[name] = torch.optim.AdamW(
+                weight_decay_groups([self.raw[m] for m in model_names], opt.weight_decay),
+                lr=opt.lr, betas=tuple(opt.betas), eps=opt.eps)
             self.schedulers[name] = get_scheduler(opt.schedule, self.optimizers[name],
                                                   num_warmup_steps=opt.warmup_steps,
                                                   num_training_steps=config.max_steps)
@@ -182,7 +218,12 @@ class _Trainer:
         for name, module in self.raw.items():
             module.load_state_dict(state["models"][name])
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except ValueError as exc:  # e.g. written before weight decay was split into two groups
+                raise InputError(f"checkpoint {source}: optimizer {name!r} does not fit this run's parameter "
+                                 f"groups ({exc}); it was written by another version or config: start a new "
+                                 "output_dir, or export it and continue from the exported weights") from None
         for name, sched in self.schedulers.items():
             sched.load_state_dict(state["schedulers"][name])
         if self.ema is not None:

@@ -11,8 +11,10 @@
   left out here).
 
 Starts from a KL decoder (``decoder: null`` -> :meth:`MaskConditionedDecoder.from_autoencoder_kl`
-of the backbone's VAE, i.e. SD-1.5's or ours) or from one of our decoder folders / the release's
-checkpoint. Exports ``decoder/``.
+of the backbone's VAE: SD-1.5's (z=4), ours, or with ``backbone.kind: flux`` FLUX.1-Fill's
+(z=16, no post_quant_conv)) or from one of our decoder folders / the release's checkpoint. The
+decoder takes the VAE's own latents (what its ``decode`` takes), so the FLUX VAE's scaling and
+shift play no part here. Exports ``decoder/``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class DecoderConfig(AutoencoderConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.backbone.validate()
         self.color_jitter.validate()
         if not 0.0 <= self.latent_aug.p <= 1.0:
             raise InputError(f"config latent_aug.p: expected a probability, got {self.latent_aug.p}")

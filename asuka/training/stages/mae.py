@@ -23,7 +23,8 @@ from asuka.training.stage import Stage, StepOutput
 class MAEConfig(TrainConfig):
     """``model``: preset name (random init: ``full`` ViT-B/16, ``tiny``), a ``save_pretrained``
     folder, or the release's ``mae_300.pth``; ``model_config``: fields that replace the
-    preset's (e.g. ``{image_size: 64, embed_dim: 192}``; presets only).
+    preset's (e.g. ``{image_size: 64, embed_dim: 192}``), or, for a release file, what its weights
+    cannot tell (``{num_heads: 2, decoder_num_heads: 2}`` for an MAE other than ViT-B/16).
     ``mask_ratio``: fraction of tokens removed."""
 
     model: str = "full"
