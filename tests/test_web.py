@@ -783,8 +783,8 @@ def test_cli_checks_options_before_loading(argv, needle):
 def test_cli_without_model_uses_the_default_or_says_it_is_required(tmp_path, monkeypatch):
     from asuka.cli import serve
 
-    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: tmp_path / "not-installed")
-    with pytest.raises(InputError, match="--model is required"):
+    monkeypatch.setattr("asuka.registry.shipped_model_dir", lambda name="asuka-small": tmp_path / "not-installed")
+    with pytest.raises(InputError, match="is not installed"):
         serve.start(_serve_args())
 
 
