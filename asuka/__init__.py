@@ -25,6 +25,8 @@ _LAZY = {
     "MaskConditionedDecoder": "asuka.models.decoder",
     "AsukaInpaintPipeline": "asuka.pipeline",
     "AsukaFluxFillPipeline": "asuka.pipeline_flux",
+    "load_pipeline": "asuka.pipeline",
+    "DEFAULT_MODEL": "asuka.registry",
     "AsukaError": "asuka.errors",
     "InputError": "asuka.errors",
     # diffusers' loader checks a component of library "asuka" against the base classes it finds

@@ -51,11 +51,16 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
-import torch
-import torch.nn.functional as F
 
+from asuka._lazy import LazyModule
 from asuka.errors import InputError
 
+# torch only when a tensor is made: reading and writing files does not need it.
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
+
+#: zlib level of written PNGs: 1 is several times faster than PIL's default 6 (benchmarks/bench_startup.py).
+PNG_COMPRESS_LEVEL = 1
 #: File extensions read when a directory of images or masks is given.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Output extension -> PIL format name. Anything else is refused.
@@ -195,26 +200,38 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def save_image(image: PIL.Image.Image, path: str | os.PathLike) -> Path:
+def save_image(image: PIL.Image.Image, path: str | os.PathLike, *, recipe: dict | None = None,
+               compress_level: int = PNG_COMPRESS_LEVEL) -> Path:
     """Write ``image`` in the format given by the extension (png, jpg/jpeg, webp).
 
-    JPEG and WebP are written at quality 95. Parent folders are created. The file is written
-    under a temporary name and renamed, so an interrupted run never leaves a partial file that
-    a later run would take for a finished output.
+    ``recipe``: how the image was made (:func:`asuka.provenance.recipe`), embedded as metadata
+    (PNG text chunk, JPEG/WebP EXIF). PNG is written at ``compress_level`` (default
+    :data:`PNG_COMPRESS_LEVEL`: zlib level 1, several times faster than PIL's default 6 for
+    files a few percent larger); JPEG and WebP at quality 95. Parent folders are created. The
+    file is written under a temporary name and renamed, so an interrupted run never leaves a
+    partial file that a later run would take for a finished output.
     """
+    from asuka.provenance import save_kwargs
+
     path = Path(path)
     fmt = output_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {"compress_level": compress_level}
+    kwargs.update(save_kwargs(fmt, recipe))
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     partial = path.with_name(f".{path.name}.partial")
     try:
-        image.save(partial, format=fmt, **kwargs)
+        with open(partial, "wb") as f:
+            image.save(f, format=fmt, **kwargs)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(partial, path)
-    except OSError as exc:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {exc}") from None
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write {path}: {exc}") from None
+        raise
     return path
 
 
@@ -252,6 +269,45 @@ def find_images(directory: str | os.PathLike, *, what: str = "image") -> dict[st
                                  f"{found[path.stem].name} and {path.name}")
             found[path.stem] = path
     return found
+
+
+def pair_by_stem(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, *,
+                 unused_masks: str = "ignore") -> dict[str, tuple[Path, Path]]:
+    """stem -> (image, mask) for the images of ``images_dir`` and their masks in ``masks_dir``.
+
+    A mask matches an image by file stem (``a.jpg`` with ``a.png``), or with MISATO's ``00``
+    prefix (``000007.png`` for ``0007.png``). Images without a mask are an
+    :class:`InputError` naming them; masks without an image are ignored, or an error with
+    ``unused_masks="error"``. Shared by ``asuka inpaint --images/--masks`` and the benchmark
+    datasets (:mod:`asuka.data.misato`).
+    """
+    images = find_images(images_dir, what="image")
+    masks = find_images(masks_dir, what="mask")
+    if not images:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    pairs, unused = {}, set(masks)
+    for stem, image in images.items():
+        for candidate in (stem, "00" + stem):
+            if candidate in masks:
+                pairs[stem] = (image, masks[candidate])
+                unused.discard(candidate)
+                break
+    problems = []
+    no_mask = [images[s].name for s in images if s not in pairs]
+    if no_mask:
+        problems.append(f"no mask in {masks_dir} for {len(no_mask)} image(s): {_listing(no_mask)}")
+    if unused and unused_masks == "error":
+        problems.append(f"{len(unused)} mask(s) without an image in {images_dir}: "
+                        f"{_listing(masks[s].name for s in unused)}")
+    if problems:
+        raise InputError("images and masks do not match by file stem: " + "; ".join(problems))
+    return pairs
+
+
+def _listing(names, limit: int = 5) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 # --------------------------------------------------------------------------------------------

@@ -80,6 +80,14 @@ class AsukaPipelineBase(DiffusionPipeline):
     #: how to load the text encoders, for error messages
     _text_encoder_hint = "load the pipeline with its text encoder"
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path=None, **kwargs):
+        """diffusers' loader, plus the shipped models' names (``"asuka-small"``) and ``None``
+        (the default shipped model); see :func:`asuka.registry.resolve_model`."""
+        from asuka.registry import resolve_model
+
+        return super().from_pretrained(resolve_model(pretrained_model_name_or_path), **kwargs)
+
     # diffusers records a component's library as its full module path ("asuka.models.mae")
     # when it is not one of its own libraries; record the package ("asuka"), whose lazy
     # top-level exports serve diffusers' getattr(import_module("asuka"), class_name).
@@ -636,11 +644,13 @@ def feather_mask(mask: torch.Tensor, feather: float) -> torch.Tensor:
     ``feather`` pixels *outside* it (the hole itself is always fully generated)."""
     if feather <= 0:
         return mask
-    from torchvision.transforms.functional import gaussian_blur
+    import cv2  # opencv-python-headless, a core dependency (torchvision is not: README "Install")
 
     sigma = feather / 2.0
     kernel = 2 * math.ceil(2 * sigma) + 1
-    blurred = gaussian_blur(mask[None], kernel_size=[kernel, kernel], sigma=[sigma, sigma])[0]
+    plane = mask[0].detach().float().cpu().numpy()
+    blurred = torch.from_numpy(cv2.GaussianBlur(plane, (kernel, kernel), sigmaX=sigma, sigmaY=sigma,
+                                                borderType=cv2.BORDER_REFLECT_101))[None].to(mask)
     # At the hole's edge the blurred mask is ~0.5: doubling it puts the seam's centre outside.
     return torch.maximum(mask, (2.0 * blurred).clamp(0.0, 1.0))
 
@@ -711,14 +721,19 @@ def pipeline_class(model: str | os.PathLike, **hub_kwargs):
     return getattr(import_module(PIPELINES[name]), name)
 
 
-def load_pipeline(model: str | os.PathLike, *, device: str = "auto", dtype: str = "auto", **kwargs):
+def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto", **kwargs):
     """Either ASUKA pipeline (chosen by the folder's ``model_index.json``) on a device, in a dtype.
+
+    ``model``: a folder, hub id or shipped model name; ``None``: the shipped default model
+    (:mod:`asuka.registry`), from any working directory.
 
     ``dtype="auto"``: float16 (SD-1.5) or bfloat16 (FLUX) on CUDA, float32 elsewhere. Failures
     (missing folder, unknown hub id, no network, broken files) raise :class:`CheckpointError`
     with one line naming the model.
     """
-    source = str(model)
+    from asuka.registry import resolve_model
+
+    source = resolve_model(model)
     if os.path.exists(source) and not os.path.isfile(os.path.join(source, "model_index.json")):
         raise CheckpointError(f"model {source}: not a pipeline folder (no model_index.json); make one "
                               "with `asuka convert` or save_pretrained")
@@ -757,7 +772,13 @@ def quiet_dtype_rename():
 
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    if "stacktrace above" in line:  # diffusers' hub errors point at a traceback the CLI does not print
+        line = line.split(" Please check out the root cause in the stacktrace above")[0].rstrip(" .")
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and cause is not exc:
+            line += f" (because: {first_line(cause)})"
+    return line
 
 
 def load_or_explain(loader, source: str, subfolder: str, what: str, **kwargs):

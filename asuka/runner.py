@@ -84,11 +84,14 @@ def open_benchmark(data: str | os.PathLike, resolution: int | None = 512) -> Ben
     """Find the layout of ``data`` and list its image/mask pairs (nothing is decoded yet).
 
     ``data/images`` + ``data/masks`` -> paired folder (``resolution`` is not used); otherwise
-    the MISATO layout at ``resolution`` (default 512), where any set of ``NNNN.png`` pairs is
-    accepted (a benchmark made with ``asuka build-benchmark``, or a subset of MISATO).
+    the MISATO layout at ``resolution`` (default 512: ``data/512/image`` + ``data/512/mask``, or
+    ``data/image`` + ``data/mask``), where any set of ``NNNN.png`` pairs is accepted (a benchmark
+    made with ``asuka build-benchmark``, or a subset of MISATO) and any other names are matched
+    by file stem as ``asuka inpaint --images --masks`` matches them.
     Raises :class:`InputError` naming the folder and the expected layout.
     """
     from asuka.data.misato import MisatoDataset, PairedFolderDataset
+    from asuka.io import IMAGE_SUFFIXES
 
     root = Path(data)
     if not root.exists():
@@ -108,8 +111,13 @@ def open_benchmark(data: str | os.PathLike, resolution: int | None = 512) -> Ben
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise InputError(f"no benchmark found in {root}: expected images/ + masks/ (paired folder) or the MISATO "
                          f"layout {resolution}/image + {resolution}/mask; found folders: {', '.join(present) or 'none'}")
-    dataset = MisatoDataset(root, resolution, strict=False)
-    return Benchmark("misato", root, Path(dataset.root) / "image", resolution, dataset)
+    base = root / str(resolution) if (root / str(resolution) / "image").is_dir() else root
+    names = [p.stem for p in (base / "image").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if names and all(re.fullmatch(r"\d{4,}", n) for n in names):
+        dataset = MisatoDataset(root, resolution, strict=False)  # NNNN names: MISATO's 00NNNN masks too
+    else:  # any other names: matched by stem, as `asuka inpaint --images --masks` does
+        dataset = PairedFolderDataset(base / "image", base / "mask", resize_masks=True)
+    return Benchmark("misato", root, base / "image", resolution, dataset)
 
 
 def output_path(output: str | os.PathLike, name: str) -> Path:
@@ -142,24 +150,16 @@ def image_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def write_png_atomic(image, path: str | os.PathLike) -> Path:
-    """Write a PIL image as PNG to ``path`` via a temporary file in the same folder + ``os.replace``.
+def write_png_atomic(image, path: str | os.PathLike, recipe: dict | None = None) -> Path:
+    """Write a PIL image as PNG to ``path`` (with its ``recipe`` as metadata) via a temporary
+    file in the same folder + ``os.replace`` (:func:`asuka.io.save_image`).
 
     The file appears under its final name only once complete (and flushed to disk), so an
     existing output always is a finished one.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png" + PARTIAL_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from asuka.io import save_image
+
+    return save_image(image, Path(path).with_suffix(".png"), recipe=recipe)
 
 
 def _remove_partials(output: Path) -> None:
@@ -290,6 +290,7 @@ def run_benchmark(
     steps: int = 50,
     seed: int = 0,
     resolution: int | None = None,
+    crop_margin: int | None = 64,
     composite: bool = True,
     condition: str = "prior",
     decoder: str | None = None,
@@ -312,7 +313,10 @@ def run_benchmark(
         output: output folder (created); also holds ``run.json``.
         steps: denoising steps. seed: run seed; item ``stem`` uses :func:`image_seed` ``(seed, stem)``.
         resolution: MISATO resolution folder (512 or 1024; default 512); must be None for a
-            paired folder. Images are inpainted whole, at their own size.
+            paired folder.
+        crop_margin: crop mode as in ``asuka inpaint`` (the pipeline's ``padding_mask_crop``):
+            work on a region around the hole at the model's resolution and paste it back; None
+            inpaints each image whole, at its own size.
         composite: paste the known pixels back (default); False keeps the model's output everywhere.
         condition, decoder: the pipeline's ``condition`` (``"prior"`` = ASUKA, ``"null"`` = the
             SD baseline) and ``decoder`` (``"asuka"`` / ``"vae"``; None = the model's default).
@@ -336,6 +340,8 @@ def run_benchmark(
     batch_size = _check_int("batch_size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+    if crop_margin is not None:
+        crop_margin = _check_int("crop_margin", crop_margin, 0)
     _check_pipeline_options(None, condition, decoder)
     say = log or (lambda message: None)
 
@@ -371,6 +377,7 @@ def run_benchmark(
         "model": model_id(model), "data": str(bench.root.resolve()), "layout": bench.layout,
         "resolution": bench.resolution, "steps": steps, "seed": seed, "seed_rule": "sha256(seed/stem)",
         "composite": bool(composite), "condition": condition, "decoder": decoder, "dtype": dtype_name,
+        "crop_margin": crop_margin,
     }
     if not overwrite:
         check_manifest(output, settings, names)
@@ -386,6 +393,11 @@ def run_benchmark(
         pipe = model
     pipe.set_progress_bar_config(disable=True)
     _check_pipeline_options(pipe, condition, decoder)
+    from asuka.provenance import recipe
+
+    base_recipe = recipe(pipe, model_id(model) if isinstance(model, (str, os.PathLike)) else settings["model"],
+                         steps=steps, seed=None, condition=condition, decoder=decoder,
+                         crop_margin=crop_margin, seed_rule="sha256(seed/stem)", run_seed=seed)
 
     # 5. The main process prepares the folder; then every process lists the unfinished items
     #    *before* anyone writes, so all of them split the same list.
@@ -415,7 +427,7 @@ def run_benchmark(
     # 6. Inpaint this process's share, batch by batch.
     _inpaint_share(pipe, bench, mine, output, summary, batch_size=batch_size, say=say,
                    progress=progress and main, steps=steps, seed=seed, composite=composite,
-                   condition=condition, decoder=decoder)
+                   condition=condition, decoder=decoder, crop_margin=crop_margin, recipe=base_recipe)
     barrier()
     if main:
         done = sum(finished(output, names))
@@ -502,7 +514,8 @@ def _inpaint_share(pipe, bench: Benchmark, names: list[str], output: Path, summa
         bar.close()
 
 
-def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, composite, condition, decoder) -> int:
+def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, composite, condition, decoder,
+                   crop_margin, recipe) -> int:
     """Run one pipeline call on ``batch`` (samples of :class:`Benchmark`), write the PNGs."""
     import torch
 
@@ -512,9 +525,11 @@ def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, compos
     # CPU generators: the same noise on any device, and per item, so batching changes nothing.
     generators = [torch.Generator().manual_seed(image_seed(seed, s["name"])) for s in batch]
     images = pipe([s["image"] for s in batch], [s["mask"] for s in batch], steps, generator=generators,
-                  condition=condition, decoder=decoder, composite=composite, output_type="pil").images
+                  condition=condition, decoder=decoder, composite=composite, padding_mask_crop=crop_margin,
+                  output_type="pil").images
     for sample, image in zip(batch, images):
-        write_png_atomic(image, output_path(output, sample["name"]))
+        write_png_atomic(image, output_path(output, sample["name"]),
+                         recipe=dict(recipe, seed=image_seed(seed, sample["name"])))
     return len(batch)
 
 

@@ -645,7 +645,7 @@ def test_a_client_that_leaves_cancels_its_job(live):
     gated.stepping.clear()
     gated.gate.clear()
     sock = _raw_post(port, "/api/jobs", files)
-    answer = sock.recv(65536).decode()
+    answer = _recv_answer(sock)
     sock.close()
     job_id = json.loads(answer.split("\r\n\r\n", 1)[1])["id"]
     _wait(gated.stepping.is_set)
@@ -656,6 +656,21 @@ def test_a_client_that_leaves_cancels_its_job(live):
     conn.close()
     _wait(lambda: app.job(job_id).cancel_reason is not None)
     assert "event stream" in app.job(job_id).cancel_reason
+
+
+def _recv_answer(sock) -> str:
+    """One whole HTTP answer from a raw socket (headers and body may come in separate packets)."""
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                return data.decode()
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data.decode()
+        data += chunk
 
 
 # ------------------------------------------------------------------ asuka serve
@@ -768,8 +783,8 @@ def test_cli_checks_options_before_loading(argv, needle):
 def test_cli_without_model_uses_the_default_or_says_it_is_required(tmp_path, monkeypatch):
     from asuka.cli import serve
 
-    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: tmp_path / "not-installed")
-    with pytest.raises(InputError, match="--model is required"):
+    monkeypatch.setattr("asuka.registry.shipped_model_dir", lambda name="asuka-small": tmp_path / "not-installed")
+    with pytest.raises(InputError, match="is not installed"):
         serve.start(_serve_args())
 
 

@@ -50,18 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Packages of the optional extras (pyproject.toml) -> the extra that installs them.
+_EXTRAS = {"transformers": "text", "torchvision": "train,eval", "lpips": "train,eval", "open_clip": "clip", "webdataset": "webdataset",
+           "braceexpand": "webdataset", "scipy": "eval", "skimage": "eval", "sklearn": "eval", "pywt": "watermark", "imwatermark": "watermark"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from asuka import threads
     from asuka.errors import AsukaError
 
+    threads.mark()  # the window over which --threads' default measures the machine's load
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        # Every command that runs torch has --threads; inpaint and serve apply it themselves,
+        # after checking their inputs (bad input fails before torch is imported).
+        if hasattr(args, "threads") and not getattr(args, "sets_threads", False):
+            threads.set_threads(args.threads)
         return int(args.func(args) or 0)
     except (AsukaError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"asuka: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in _EXTRAS:
+            raise
+        print(f"asuka: error: `asuka {args.command}` needs the package {top}, which is not installed: "
+              f"pip install 'asuka[{_EXTRAS[top]}]' (see README, Install)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asuka: interrupted", file=sys.stderr)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 
+from asuka.cli.common import ExamplesFormatter, examples
+
 DEFAULT_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 DEFAULT_FLUX = "black-forest-labs/FLUX.1-Fill-dev"
 DEFAULT_ASUKA = "yikaiwang/ASUKA-FLUX.1-Fill"
@@ -30,7 +32,13 @@ def register(subparsers) -> None:
         "convert", help="build a pipeline folder from official ASUKA weights and a FLUX.1-Fill or SD-1.5 backbone",
         description="Convert the official ASUKA-FLUX release and FLUX.1-Fill-dev (--flux) into one "
         "AsukaFluxFillPipeline folder, or ASUKA files (or save_pretrained folders) and a standard "
-        "SD-1.5-inpainting diffusers folder / hub id into one AsukaInpaintPipeline folder.")
+        "SD-1.5-inpainting diffusers folder / hub id into one AsukaInpaintPipeline folder.",
+        formatter_class=ExamplesFormatter,
+        epilog=examples("asuka convert --flux -o asuka-flux",
+                        "asuka convert --flux ./FLUX.1-Fill-dev --asuka ./ASUKA-FLUX.1-Fill -o asuka-flux",
+                        "asuka convert --mae mae_300.pth --aligner my_aligner.pt --decoder asuka_decoder.ckpt -o my-asuka",
+                        "asuka convert --mae runs/mae/export/mae --aligner runs/align/export/aligner "
+                        "--backbone ./sd15-inpainting -o my-asuka --dtype float16"))
     p.add_argument("--flux", nargs="?", const=DEFAULT_FLUX, default=None, metavar="FLUX",
                    help=f"FLUX variant: FLUX.1-Fill-dev diffusers folder or hub id (default {DEFAULT_FLUX})")
     p.add_argument("--asuka", default=DEFAULT_ASUKA, metavar="ASUKA",

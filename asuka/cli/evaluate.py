@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from asuka.cli.common import ExamplesFormatter, add_threads_option, examples
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,6 +19,9 @@ def register(subparsers) -> None:
         "matched by name without extension; masks are white = hole and must be binary. All metrics use "
         "the composite pred*m + gt*(1-m). Prints a table and writes metrics.json, per_image.csv and "
         "metrics.md. Names 0000-1999 (MISATO) are also reported per domain.",
+        formatter_class=ExamplesFormatter,
+        epilog=examples("asuka evaluate --pred results/asuka --gt MISATO/512/image --mask MISATO/512/mask -o report/",
+                        "asuka evaluate --pred out/ --gt photos/ --mask masks/ --no-fid --threads 2"),
     )
     p.add_argument("--pred", required=True, metavar="DIR", help="inpainted images")
     p.add_argument("--gt", required=True, metavar="DIR", help="ground-truth images")
@@ -46,6 +51,7 @@ def register(subparsers) -> None:
                    help="TESTING ONLY: random LPIPS backbone and (with --inception torchvision) random "
                    "Inception weights; the numbers are meaningless")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_threads_option(p)
     p.set_defaults(func=run)
 
 

@@ -1,8 +1,9 @@
-"""``asuka info MODEL``: what a pipeline folder (or hub repo) holds, without loading weights.
+"""``asuka info [MODEL | IMAGE]``: what a pipeline folder (or hub repo) holds, without loading
+weights -- or, for an image, how it was made (its recipe and watermark, :mod:`asuka.provenance`).
 
 For each component: library and class, the config fields that matter, parameter count and
 dtype (read from the safetensors headers, so a multi-GB model is described in milliseconds),
-and size on disk.
+and size on disk. Without an argument: the shipped default model.
 """
 
 from __future__ import annotations
@@ -36,12 +37,18 @@ DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bf
 
 
 def register(subparsers) -> None:
+    from asuka.cli.common import HelpFormatter, examples
+
     p = subparsers.add_parser(
-        "info", help="describe a pipeline folder or hub repo (components, configs, parameters, size)",
+        "info", help="describe a model (components, configs, parameters, size) or an output image's recipe",
         description="Describe an AsukaInpaintPipeline or AsukaFluxFillPipeline folder (or any diffusers "
-        "pipeline folder / hub id) "
-        "without loading its weights.")
-    p.add_argument("model", help="pipeline folder or hub id")
+        "pipeline folder / hub id / shipped model name) without loading its weights; or, given an image, print the recipe asuka "
+        "embedded in it and whether it carries asuka's invisible watermark.",
+        formatter_class=HelpFormatter,
+        epilog=examples("asuka info", "asuka info my-asuka --json", "asuka info out.png"))
+    p.add_argument("model", nargs="?", default=None,
+                   help="pipeline folder, hub id, shipped model name or image file; default: the shipped "
+                   "model asuka-small")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=run)
 
@@ -200,8 +207,43 @@ def format_description(d: dict) -> str:
     return "\n".join(lines)
 
 
+def format_provenance(found: dict) -> str:
+    lines = [f"image: {found['file']}  ({found['format']}, {found['size'][0]}x{found['size'][1]})"]
+    recipe = found["recipe"]
+    if recipe is None:
+        lines.append("recipe: none (not written by asuka, or its metadata was stripped)")
+    else:
+        lines.append("recipe:")
+        lines += [f"  {k:<20} {v}" for k, v in recipe.items()]
+    watermark = found["watermark"]
+    lines.append("watermark: " + ("not checked (install invisible-watermark, see README)" if watermark is None
+                                  else "asuka (synthetic)" if watermark else "none found"))
+    return "\n".join(lines)
+
+
+def _is_image_file(path: str) -> bool:
+    from asuka.io import IMAGE_SUFFIXES
+
+    return os.path.isfile(path) and os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+
+
+def _print(description: dict, as_json: bool, formatter) -> None:
+    if as_json:
+        json.dump(description, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(formatter(description))
+
+
 def run(args) -> int:
-    model = args.model
+    from asuka.registry import resolve_model
+
+    if args.model is not None and _is_image_file(args.model):
+        from asuka.provenance import read_provenance
+
+        _print(read_provenance(args.model), args.json, format_provenance)
+        return 0
+    model = resolve_model(args.model)
     if os.path.exists(model):
         description = describe_folder(model)
     elif os.path.isabs(model) or model.startswith((".", "~")) or model.count("/") != 1:
@@ -210,9 +252,5 @@ def run(args) -> int:
         raise InputError(f"model folder not found: {model} (nor is it a hub id of the form owner/name)")
     else:
         description = describe_hub(model)
-    if args.json:
-        json.dump(description, sys.stdout, indent=2, default=str)
-        print()
-    else:
-        print(format_description(description))
+    _print(description, args.json, format_description)
     return 0

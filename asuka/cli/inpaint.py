@@ -21,51 +21,23 @@ import argparse
 import sys
 from pathlib import Path
 
-NO_MODEL = ("--model is required: the default model is not installed (no {path}); pass a "
-            "pipeline folder or hub id (make one with `asuka convert` or "
-            "AsukaInpaintPipeline.save_pretrained)")
-DEFAULT_NOTE = ("asuka: no --model given: using the small demonstration model (trained here at 64 px "
-                "on a few dozen photos, blurry fills); for full-size ASUKA weights pass --model "
-                "FOLDER-or-HUB-ID (`asuka convert` makes a folder from the release files)")
+from asuka.cli.common import (  # noqa: F401  (HelpFormatter, add_model_options, resolve_model: used by serve)
+    WATERMARK_NOTE, HelpFormatter, add_crop_options, add_model_options, add_watermark_option, crop_margin, examples,
+    resolve_model)
+
+EPILOG = examples(
+    "asuka inpaint examples/astronaut.png examples/astronaut_mask.png -o filled.png",
+    "asuka inpaint photo.jpg mask.png -o out.jpg --steps 25 --seed 1 --watermark",
+    "asuka inpaint --images photos/ --masks masks/ -o out/ --ext .webp",
+    "asuka inpaint photo.jpg mask.png -o out.png --model my-asuka --device cuda",
+)
 
 
 def default_model() -> Path:
-    """The pipeline folder shipped in the package: ``asuka/pretrained/asuka-small``."""
-    import asuka
+    """The pipeline folder of the shipped default model (:mod:`asuka.registry`)."""
+    from asuka.registry import shipped_model_dir
 
-    return Path(asuka.__file__).resolve().parent / "pretrained" / "asuka-small"
-
-
-def resolve_model(model: str | None) -> str:
-    """``--model`` as given, or the shipped demonstration model (announced on stderr).
-    Shared by ``asuka inpaint`` and ``asuka serve``."""
-    from asuka.errors import InputError
-
-    if model:
-        return model
-    folder = default_model()
-    if not (folder / "model_index.json").is_file():
-        raise InputError(NO_MODEL.format(path=folder / "model_index.json"))
-    print(DEFAULT_NOTE, file=sys.stderr)
-    return str(folder)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the uninformative ``None`` / ``False`` ones."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--device``, ``--dtype``: shared by ``asuka inpaint`` and ``asuka serve``."""
-    p.add_argument("--model", help="pipeline folder or hub id; without it, the small demonstration "
-                   "model in asuka/pretrained/asuka-small")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default="auto",
-                   help="auto (on CUDA: float16 for SD-1.5, bfloat16 for FLUX; else float32), float32, float16, bfloat16")
+    return shipped_model_dir()
 
 
 def register(subparsers) -> None:
@@ -73,7 +45,7 @@ def register(subparsers) -> None:
         "inpaint", help="inpaint an image (or a folder of images) where the mask is white",
         description="Inpaint IMAGE where MASK is white (1 = hole) and write OUT, or every image of "
         "--images with the mask of the same file stem in --masks into the folder OUT.",
-        formatter_class=HelpFormatter)
+        formatter_class=HelpFormatter, epilog=EPILOG)
     p.add_argument("image", nargs="?", help="input image (any format PIL reads)")
     p.add_argument("mask", nargs="?", help="mask image: white = hole (grayscale, RGB or alpha)")
     p.add_argument("--images", metavar="DIR", help="folder of input images (instead of IMAGE)")
@@ -90,9 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--feather", type=float, default=0.0, help="soft seam width in pixels outside the hole")
     p.add_argument("--resize-mask", action="store_true",
                    help="resize a mask of another size to the image's (nearest) instead of failing")
-    p.add_argument("--crop-margin", type=int, default=64,
-                   help="crop mode: context margin in pixels around the hole's bounding box")
-    p.add_argument("--full-image", action="store_true", help="process the whole image at its own size (no crop)")
+    add_crop_options(p)
     p.add_argument("--resolution", type=int, default=None,
                    help="crop mode working resolution (default: the model's, 512 for SD-1.5, 1024 for FLUX)")
     p.add_argument("--condition", choices=("prior", "null", "text"), default=None,
@@ -104,7 +74,8 @@ def register(subparsers) -> None:
                    help="SD-1.5: classifier-free guidance (default 1 = none); FLUX: distilled guidance (default 30)")
     p.add_argument("--decoder", choices=("asuka", "vae"), default=None,
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
-    p.set_defaults(func=run)
+    add_watermark_option(p)
+    p.set_defaults(func=run, sets_threads=True)
 
 
 def _jobs(args) -> list[tuple[Path, Path, Path]]:
@@ -133,20 +104,11 @@ def _jobs(args) -> list[tuple[Path, Path, Path]]:
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"with --images, -o must be a folder; {out_dir} is a file")
-    images = io.find_images(args.images, what="image")
-    masks = io.find_images(args.masks, what="mask")
-    if not images:
-        raise InputError(f"no images ({', '.join(io.IMAGE_SUFFIXES)}) in {args.images}")
-    unmatched = [stem for stem in images if stem not in masks]
-    if unmatched:
-        shown = ", ".join(unmatched[:5]) + (f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
-        raise InputError(f"no mask in {args.masks} for {len(unmatched)} image(s): {shown} "
-                         "(masks are matched by file stem)")
     jobs = []
-    for stem, image in images.items():
+    for stem, (image, mask) in io.pair_by_stem(args.images, args.masks).items():
         out = out_dir / (stem + ext)
-        io.check_output_path(out, [image, masks[stem]])
-        jobs.append((image, masks[stem], out))
+        io.check_output_path(out, [image, mask])
+        jobs.append((image, mask, out))
     return jobs
 
 
@@ -166,8 +128,7 @@ def run(args) -> int:
     args.model = resolve_model(args.model)
     if args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
-    if args.crop_margin < 0:
-        raise InputError(f"--crop-margin must be >= 0, got {args.crop_margin}")
+    margin = crop_margin(args)
     folder_mode = args.images is not None
     todo = [job for job in jobs if args.overwrite or not folder_mode or not job[2].exists()]
     if folder_mode and len(todo) < len(jobs):
@@ -181,9 +142,14 @@ def run(args) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from asuka import io
+    from asuka import io, provenance
+    from asuka.threads import set_threads
     from asuka.pipeline import load_pipeline
 
+    if args.watermark:
+        provenance.require_watermark()  # before the model load: a missing package fails fast
+        print(WATERMARK_NOTE, file=sys.stderr)
+    set_threads(args.threads)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=folder_mode)
     options = dict(
@@ -194,6 +160,13 @@ def run(args) -> int:
     # unset: the pipeline's own defaults (they differ between the SD-1.5 and FLUX variants)
     options.update({k: v for k, v in (("condition_weight", args.condition_weight),
                                       ("guidance_scale", args.guidance_scale)) if v is not None})
+    weight = pipe.default_condition_weight if args.condition_weight is None else args.condition_weight
+    guidance = pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    recipe = provenance.recipe(
+        pipe, args.model, steps=args.steps, seed=args.seed, decoder=args.decoder,
+        condition=args.condition or ("text" if args.prompt is not None else "prior"),
+        watermark=args.watermark, condition_weight=weight, guidance_scale=guidance, prompt=args.prompt,
+        crop_margin=margin, composite=not args.no_composite, feather=args.feather or None)
 
     failed = 0
     for image_path, mask_path, out_path in tqdm(todo, desc="inpainting", unit="image", disable=not folder_mode):
@@ -205,7 +178,9 @@ def run(args) -> int:
             # One generator per image: an image's result does not depend on which others ran.
             generator = torch.Generator().manual_seed(args.seed)
             result = pipe(image, mask, generator=generator, output_type="pil", **options).images[0]
-            io.save_image(result, out_path)
+            if args.watermark:
+                result = provenance.add_watermark(result)
+            io.save_image(result, out_path, recipe=recipe)
         except InputError as exc:
             if not folder_mode:
                 raise

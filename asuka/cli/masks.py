@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from asuka.cli.common import ExamplesFormatter, examples
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,6 +14,10 @@ def register(subparsers) -> None:
         description="Write N masks as PNGs (255 = hole, 0 = keep) plus manifest.json (generator, "
         "parameters, seed and hole ratio of each mask). Mask i depends only on (--seed, i), so "
         "runs can be resumed or sharded with --start.",
+        formatter_class=ExamplesFormatter,
+        epilog=examples("asuka masks --mix paper-train --n 10000 --size 256 --seed 0 -o masks/",
+                        "asuka masks --mix misato-eval --n 2000 --size 512 -o eval_masks/",
+                        "asuka masks --mix lama-thick --n 100 --size 384x512 --start 100 -o masks/"),
     )
     p.add_argument("--mix", required=True, metavar="NAME",
                    help="paper-train | misato-eval | a generator: lama-thin, lama-medium, lama-thick, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import sys
 
-from asuka.cli.inpaint import HelpFormatter, add_model_options
+from asuka.cli.common import HelpFormatter, add_model_options, add_watermark_option, examples
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -25,7 +25,9 @@ def register(subparsers) -> None:
         description="Serve a web page to upload an image, paint the hole and inpaint it, plus "
         "POST /api/inpaint and /api/jobs for scripts (docs at /docs). The model is loaded once; "
         "jobs run one at a time.",
-        formatter_class=HelpFormatter)
+        formatter_class=HelpFormatter,
+        epilog=examples("asuka serve --open", "asuka serve --model my-asuka --device cuda --port 8000",
+                        "asuka serve --watermark --threads 2"))
     add_model_options(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface; then a token is required)")
@@ -50,14 +52,15 @@ def register(subparsers) -> None:
                    "loopback; a random token, printed, when --host is beyond loopback)")
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--quiet", action="store_true", help="do not log requests")
-    p.set_defaults(func=run)
+    add_watermark_option(p)
+    p.set_defaults(func=run, sets_threads=True)  # the app sets the threads before each job
 
 
 def start(args):
     """Check the options, bind the port, load the model: an :class:`~asuka.web.InpaintServer`
     ready for ``serve_forever()``. The port is bound first so a busy port fails before the
     (slow) model load."""
-    from asuka.cli.inpaint import resolve_model
+    from asuka.cli.common import WATERMARK_NOTE, resolve_model
     from asuka.errors import InputError
 
     if not 0 <= args.port <= 65535:
@@ -87,11 +90,17 @@ def start(args):
         print(f"asuka: loading {args.model} ...", file=sys.stderr, flush=True)
         pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
         pipe.set_progress_bar_config(disable=True)
+        if args.watermark:
+            from asuka.provenance import require_watermark
+
+            require_watermark()
+            print(WATERMARK_NOTE, file=sys.stderr)
         server.app = InpaintApp(
             pipe, model_name=str(args.model), default_steps=args.steps, max_steps=args.max_steps,
             max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
             max_work_pixels=int(args.max_work_megapixels * 1e6), crop_margin=args.crop_margin,
-            max_queue=args.max_queue, result_ttl=args.result_ttl, upload_timeout=args.upload_timeout)
+            max_queue=args.max_queue, result_ttl=args.result_ttl, upload_timeout=args.upload_timeout,
+            watermark=args.watermark, threads=args.threads)
     except BaseException:
         server.server_close()
         raise

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import argparse
 
+from asuka.cli.common import ExamplesFormatter, add_threads_option, examples
+
 _STAGES = {
-    "mae": "fine-tune the MAE prior with the paper's masks and adaptive 75%% masking",
+    "mae": "fine-tune the MAE prior with the paper's masks and adaptive 75% masking",
     "align": "train the alignment module (frozen MAE + backbone, misalignment substitution)",
     "decoder": "train the mask-conditioned decoder (colour + latent augmentation, L1/LPIPS/GAN)",
     "vae": "train a small KL-VAE from scratch (for a small ASUKA)",
     "unet": "train a 9-channel latent inpainting UNet from scratch with the null condition",
+}
+
+_EXAMPLES = {
+    "mae": "asuka train mae --config configs/mae_paper.yaml data.root=/data/places",
+    "align": "asuka train align --config configs/align_sd15.yaml mae=runs/sd15/mae/export/mae",
+    "decoder": "asuka train decoder --config configs/decoder_sd15.yaml latent_aug.dir=runs/sd15/latent_aug",
+    "vae": "asuka train vae --config configs/asuka-small/vae.yaml --print-config",
+    "unet": "asuka train unet --config configs/asuka-small/unet.yaml optim.lr=2e-4",
 }
 
 _CONFIG_EPILOG = """\
@@ -41,12 +51,18 @@ def register(subparsers) -> None:
         "train", help="train a stage (mae, align, decoder; vae, unet for a small backbone)",
         description="Train one stage of ASUKA. Single process: `asuka train STAGE ...`; several GPUs "
                     "or nodes: `accelerate launch [--multi_gpu ...] -m asuka train STAGE ...`. A run "
-                    "resumes from the newest checkpoint in its output_dir (resume=auto).")
+                    "resumes from the newest checkpoint in its output_dir (resume=auto).",
+        epilog=examples(_EXAMPLES["mae"], _EXAMPLES["vae"],
+                        "accelerate launch --multi_gpu -m asuka train align --config configs/align_sd15.yaml"),
+        formatter_class=ExamplesFormatter)
     stages = train.add_subparsers(dest="stage", metavar="STAGE")
     for name, text in _STAGES.items():
-        parser = stages.add_parser(name, help=text, description=text, epilog=_CONFIG_EPILOG,
+        # help strings are %-formatted by argparse, descriptions are not
+        parser = stages.add_parser(name, help=text.replace("%", "%%"), description=text,
+                                   epilog=_CONFIG_EPILOG + "\n" + examples(_EXAMPLES[name]),
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_config_args(parser)
+        add_threads_option(parser)
         parser.add_argument("--export-only", action="store_true",
                             help="export the newest checkpoint of output_dir (no training)")
         parser.set_defaults(func=run, stage=name)
@@ -57,8 +73,11 @@ def register(subparsers) -> None:
         description="For a seeded fraction of the training images, write the frozen backbone's one-step "
                     "estimate z0_hat = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), t ~ U[500, 1000), with "
                     "the clean latent as masked-image latent and an all-zero mask. Resumable.",
-        epilog=_CONFIG_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_CONFIG_EPILOG + "\n" + examples(
+            "asuka make-latent-aug --config configs/latent_aug_sd15.yaml data.root=/data/places"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_args(aug)
+    add_threads_option(aug)
     aug.set_defaults(func=run_latent_aug)
 
 

@@ -151,30 +151,12 @@ class PairedFolderDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, images_dir: str | os.PathLike, masks_dir: str | os.PathLike, *, resize_masks: bool = False):
-        images_dir, masks_dir = Path(images_dir), Path(masks_dir)
-        images = _stems(images_dir, "image")
-        masks = _stems(masks_dir, "mask")
-        if not images:
-            raise InputError(f"no images in {images_dir}")
-        mask_of, unused = {}, set(masks)
-        for stem in images:
-            for candidate in (stem, "00" + stem):
-                if candidate in masks:
-                    mask_of[stem] = candidate
-                    unused.discard(candidate)
-                    break
-        no_mask = [f"{images[s].name}" for s in images if s not in mask_of]
-        problems = []
-        if no_mask:
-            problems.append(f"{len(no_mask)} image(s) without a mask in {masks_dir}: {_listing(no_mask)}")
-        if unused:
-            problems.append(f"{len(unused)} mask(s) without an image in {images_dir}: "
-                            f"{_listing(masks[s].name for s in unused)}")
-        if problems:
-            raise InputError("images and masks do not match by file stem: " + "; ".join(problems))
-        self.names = sorted(images)
-        self.image_paths = [images[n] for n in self.names]
-        self.mask_paths = [masks[mask_of[n]] for n in self.names]
+        from asuka.io import pair_by_stem
+
+        pairs = pair_by_stem(images_dir, masks_dir, unused_masks="error")
+        self.names = sorted(pairs)
+        self.image_paths = [pairs[n][0] for n in self.names]
+        self.mask_paths = [pairs[n][1] for n in self.names]
         self.resize_masks = resize_masks
 
     def __len__(self) -> int:

@@ -90,7 +90,10 @@ def _jsonable(x):
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, np.generic):
-        return x.item()
+        x = x.item()
+    if isinstance(x, float):
+        # 12 significant digits: 0.8 - 0.2 is written 0.6, not 0.6000000000000001
+        return float(f"{x:.12g}")
     return x
 
 

@@ -32,8 +32,9 @@ import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-from asuka import io
+from asuka import io, provenance
 from asuka.errors import InputError
+from asuka.threads import set_threads
 
 log = logging.getLogger("asuka.web")
 
@@ -152,6 +153,10 @@ class InpaintApp:
             job is cancelled (a page that was closed or reloaded).
         upload_timeout: seconds an upload may stall before it is answered 408 (used by the
             HTTP layer; reported in :meth:`info`).
+        watermark: hide asuka's invisible watermark in every answer (:mod:`asuka.provenance`;
+            it changes every pixel slightly). Every answer carries its recipe as PNG metadata.
+        threads: torch CPU threads per job; None: :func:`asuka.threads.set_threads`' choice,
+            made again before each job (the machine's load changes).
     """
 
     def __init__(self, pipe, *, model_name: str | None = None, default_steps: int = 50,
@@ -159,7 +164,8 @@ class InpaintApp:
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_work_pixels: int = DEFAULT_MAX_WORK_PIXELS,
                  crop_margin: int = 64, max_queue: int = 4, max_pending_bytes: int = 1 << 30,
                  result_ttl: float = 600.0, max_result_bytes: int = 256 << 20,
-                 abandon_after: float = 20.0, upload_timeout: float = 30.0):
+                 abandon_after: float = 20.0, upload_timeout: float = 30.0, watermark: bool = False,
+                 threads: int | None = None):
         for name, value, low in (("default_steps", default_steps, 1), ("max_steps", max_steps, 1),
                                  ("max_upload_bytes", max_upload_bytes, 1), ("max_pixels", max_pixels, 1),
                                  ("max_work_pixels", max_work_pixels, 1), ("crop_margin", crop_margin, 0),
@@ -181,6 +187,7 @@ class InpaintApp:
         self.crop_margin, self.max_queue, self.max_pending_bytes = crop_margin, max_queue, max_pending_bytes
         self.result_ttl, self.max_result_bytes = float(result_ttl), max_result_bytes
         self.abandon_after, self.upload_timeout = float(abandon_after), float(upload_timeout)
+        self.watermark, self.threads = bool(watermark), threads
 
         self._lock = threading.Condition()
         self._queue: collections.deque[Job] = collections.deque()
@@ -205,7 +212,7 @@ class InpaintApp:
             "max_pixels": self.max_pixels, "max_work_pixels": self.max_work_pixels,
             "crop_margin": self.crop_margin, "max_queue": self.max_queue,
             "result_ttl": self.result_ttl, "upload_timeout": self.upload_timeout,
-            "options": list(INPAINT_OPTIONS),
+            "options": list(INPAINT_OPTIONS), "watermark": self.watermark,
         }
 
     # ---------------------------------------------------------------------------- inputs
@@ -514,6 +521,7 @@ class InpaintApp:
             if job.cancel_reason is not None:
                 raise Cancelled(job.cancel_reason)
             crop = image.crop((left, top, left + w, top + h))
+            set_threads(self.threads)
             try:
                 # Crop mode (padding_mask_crop) explicitly, on the region: the pipeline's own
                 # crop box lies inside it, so the result equals a whole-image call.
@@ -527,7 +535,10 @@ class InpaintApp:
                 raise WebError(503, f"out of GPU memory on a {w}x{h} region; try a smaller hole or crop "
                                     "mode (full_image=false)") from None
             image.paste(out, (left, top))
-        png = _png_bytes(image)
+        recipe = provenance.recipe(self.pipe, self.model_name, steps=spec.steps, seed=spec.seed,
+                                   composite=spec.composite, feather=spec.feather or None,
+                                   crop_margin=None if spec.full_image else spec.crop_margin)
+        png = provenance.encode_image(image, recipe=recipe, watermark=self.watermark)
         return InpaintResult(png=png, width=image.width, height=image.height, seed=spec.seed,
                              steps=spec.steps, seconds=time.perf_counter() - started, warning=warning)
 

@@ -501,6 +501,8 @@ class InpaintServer:
             limit_concurrency=1000, backlog=256, h11_max_incomplete_event_size=64 * 1024)
         self._uvicorn = uvicorn.Server(config)
         self.started = threading.Event()
+        self._serving = False
+        self._stopped = threading.Event()
 
     @property
     def app(self) -> InpaintApp | None:
@@ -529,10 +531,12 @@ class InpaintServer:
             self.started.set()
             await serving
 
+        self._serving = True
         try:
             asyncio.run(main())
         finally:
             self.started.set()
+            self._stopped.set()
             if self.app is not None:
                 self.app.close()
 
@@ -540,6 +544,9 @@ class InpaintServer:
         self._uvicorn.should_exit = True
 
     def server_close(self) -> None:
+        # uvicorn still unregisters the socket while it shuts down: close it only after that.
+        if self._serving:
+            self._stopped.wait(timeout=10)
         self.socket.close()
 
 
