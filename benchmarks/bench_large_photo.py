@@ -62,7 +62,7 @@ else:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "asuka/pretrained/asuka-small"))
+    p.add_argument("--model", default=str(ROOT / "src/asuka/pretrained/asuka-small"))
     p.add_argument("--large", default="4000x3000", help="W x H of the large photo")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)

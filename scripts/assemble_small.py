@@ -33,8 +33,8 @@ def folder_size(path: Path) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=str(ROOT / "runs/asuka-small"))
-    p.add_argument("--out", default=str(ROOT / "asuka/pretrained/asuka-small"))
-    p.add_argument("--ablations-out", default=str(ROOT / "asuka/pretrained/asuka-small-ablations"))
+    p.add_argument("--out", default=str(ROOT / "src/asuka/pretrained/asuka-small"))
+    p.add_argument("--ablations-out", default=str(ROOT / "src/asuka/pretrained/asuka-small-ablations"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 

@@ -57,8 +57,8 @@ METHODS = [
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "asuka/pretrained/asuka-small"))
-    p.add_argument("--ablations", default=str(ROOT / "asuka/pretrained/asuka-small-ablations"),
+    p.add_argument("--model", default=str(ROOT / "src/asuka/pretrained/asuka-small"))
+    p.add_argument("--ablations", default=str(ROOT / "src/asuka/pretrained/asuka-small-ablations"),
                    help="folder with aligner-linear/ and decoder-noaug/")
     p.add_argument("--eval-dir", default=str(ROOT / "data/photos/eval/64"))
     p.add_argument("--masks-per-photo", type=int, default=8)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the small ASUKA shipped in asuka/pretrained/asuka-small, end to end, with the project's
+# Train the small ASUKA shipped in src/asuka/pretrained/asuka-small, end to end, with the project's
 # own commands (`asuka train ...`, `asuka make-latent-aug`), then assemble the shipped folders.
 #
 #   python scripts/fetch_photos.py --out data/photos --crop-size 128 --crops-per-image 200 --seed 0
