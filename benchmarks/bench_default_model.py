@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: asuka.threads' choice)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (the CLI's default: 50)")
     p.add_argument("--image", default=None,
@@ -40,7 +40,9 @@ def main(argv=None) -> int:
     import torch
     from PIL import Image
 
-    torch.set_num_threads(args.threads)
+    from asuka.threads import set_threads
+
+    args.threads = set_threads(args.threads)
     from asuka.cli.inpaint import default_model
     from asuka.pipeline import load_pipeline
 
@@ -80,12 +82,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         photo.save(Path(tmp) / "in.png")
         mask_img.save(Path(tmp) / "mask.png")
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
         for _ in range(args.repeats):
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "asuka", "inpaint", str(Path(tmp) / "in.png"),
                             str(Path(tmp) / "mask.png"), "-o", str(Path(tmp) / "out.png"),
-                            "--steps", str(args.steps)],
+                            "--steps", str(args.steps), "--threads", str(args.threads)],
                            check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             clis.append(time.perf_counter() - t)
 

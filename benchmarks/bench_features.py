@@ -145,15 +145,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-pixel-metrics", action="store_true", help="features only")
     parser.add_argument("--no-compute", action="store_true", help="skip the final FID (2048x2048 sqrtm)")
     parser.add_argument("--throughput-batches", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: asuka.threads' choice)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # show each row as soon as its run ends
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from asuka.threads import set_threads
+
+    set_threads(args.threads)
     if args.child is not None:
         print(json.dumps(child(args.child, args)))
         return 0

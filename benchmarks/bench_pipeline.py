@@ -240,7 +240,7 @@ def main(argv=None) -> int:
                         help="skip the whole-inference runs (per-part times and the estimate only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="auto: float16 on CUDA, float32 on CPU")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: asuka.threads' choice)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -248,8 +248,9 @@ def main(argv=None) -> int:
 
     from asuka.pipeline import resolve_device, resolve_dtype
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from asuka.threads import set_threads
+
+    set_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     results = []

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     p.add_argument("--batch", type=int, default=None, help="per-step batch (default: per size and stage)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: asuka.threads' choice)")
     p.add_argument("--workers", type=int, default=0, help="data-loader workers")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -145,7 +145,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    torch.set_num_threads(args.threads)
+    from asuka.threads import set_threads
+
+    args.threads = set_threads(args.threads)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     if device == "auto":
         device = "cpu"

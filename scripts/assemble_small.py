@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Assemble the shipped small ASUKA from the training runs of ``scripts/train_small.sh``.
 
-* ``--out`` (default ``RUNS/asuka-small``; ``asuka/pretrained/asuka-small`` ships it): the pipeline folder (``AsukaInpaintPipeline.save_pretrained``:
+* ``--out`` (default ``RUNS/asuka-small``; ``src/asuka/pretrained/asuka-small`` ships it): the pipeline folder (``AsukaInpaintPipeline.save_pretrained``:
   ``model_index.json``, ``mae/``, ``aligner/``, ``unet/``, ``vae/``, ``scheduler/``, ``decoder/``,
   safetensors weights), plus ``training/`` -- the resolved config each stage ran with and its
   ``metrics.csv`` (the record of what was trained). ``MODEL_CARD.md`` is written by hand.
@@ -34,9 +34,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default=str(ROOT / "runs/asuka-small-128"))
     p.add_argument("--out", default=None, help="pipeline folder to write (default RUNS/asuka-small; "
-                   "asuka/pretrained/asuka-small to ship it)")
+                   "src/asuka/pretrained/asuka-small to ship it)")
     p.add_argument("--ablations-out", default=None,
-                   help="default RUNS/asuka-small-ablations (asuka/pretrained/asuka-small-ablations to ship)")
+                   help="default RUNS/asuka-small-ablations (src/asuka/pretrained/asuka-small-ablations to ship)")
     args = p.parse_args(argv)
     args.out = args.out or str(Path(args.runs) / "asuka-small")
     args.ablations_out = args.ablations_out or str(Path(args.runs) / "asuka-small-ablations")

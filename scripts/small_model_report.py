@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate the small ASUKA (asuka/pretrained/asuka-small) on the held-out photographs at 512 px.
+"""Evaluate the small ASUKA (src/asuka/pretrained/asuka-small) on the held-out photographs at 512 px.
 
 Every learned method runs through the pipeline exactly as ``asuka inpaint`` runs it with its
 defaults (the defaults are read from the CLI's own parser: steps, seed, crop margin, feather,
@@ -72,7 +72,7 @@ def cli_defaults() -> dict:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "asuka/pretrained/asuka-small"))
+    p.add_argument("--model", default=str(ROOT / "src/asuka/pretrained/asuka-small"))
     p.add_argument("--ablations", default=None,
                    help="folder with aligner-linear/ and decoder-noaug/ (default: MODEL-ablations)")
     p.add_argument("--eval-dir", default=str(ROOT / "data/photos/eval/512"))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Train the small ASUKA shipped in asuka/pretrained/asuka-small (128 px), end to end, with the
-# project's own commands (`asuka train ...`, `asuka make-latent-aug`), then assemble the folders.
+# Train the 128 px small ASUKA of configs/asuka-small-128 (successor of the shipped 64 px
+# src/asuka/pretrained/asuka-small), end to end, with the project's own commands
+# (`asuka train ...`, `asuka make-latent-aug`), then assemble the folders.
 #
 #   python scripts/fetch_photos.py --out data/photos --crop-size 128 --crops-per-image 300 --seed 0
 #   bash scripts/train_small.sh                        # everything, two stages at a time

@@ -16,3 +16,20 @@ torch.set_num_threads(1)
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def working_shapes(monkeypatch):
+    """``working_shapes(pipe)`` -> a list that receives the shape of every working batch the
+    pipeline's ``inpaint`` (the method on a working batch) is called with."""
+    def spy_on(pipe):
+        seen, original = [], pipe.inpaint
+
+        def spy(image, mask, **kwargs):
+            seen.append(tuple(image.shape))
+            return original(image, mask, **kwargs)
+
+        monkeypatch.setattr(pipe, "inpaint", spy)
+        return seen
+
+    return spy_on

@@ -1,5 +1,7 @@
 """AsukaAligner: shapes, determinism, save/load, null condition, release converter."""
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -154,12 +156,50 @@ def test_from_release_rejects_wrong_dicts():
         AsukaAligner.from_release(sd)
     sd = release_state_dict()
     sd["1.norm.key_norm.scale"] = torch.ones(8)
-    with pytest.raises(CheckpointError, match=r"1\.norm\.key_norm\.scale: checkpoint \(8,\) vs model \(16,\)"):
+    with pytest.raises(CheckpointError, match=r"1\.norm\.key_norm\.scale: expected \(16,\), found \(8,\)"):
         AsukaAligner.from_release(sd)
     with pytest.raises(CheckpointError, match="linear1"):
         AsukaAligner.from_release({"0.weight": torch.zeros(4, 4), "0.bias": torch.zeros(4)})
     with pytest.raises(CheckpointError, match="file not found"):
         AsukaAligner.from_release("/nonexistent/asuka_alignment_clip.pt")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd: sd.pop("2.linear1.weight"), r"missing keys: 2\.linear1\.weight"),
+    (lambda sd: sd.pop("1.linear1.weight"), r"missing keys: 1\.linear1\.weight"),  # sizes from block 2
+    (lambda sd: [sd.pop(k) for k in [k for k in sd if k.startswith("2.")]], r"missing keys: 2\.linear1\.bias, "
+                                                                                r"2\.linear1\.weight"),
+    (lambda sd: [sd.pop(f"{i}.norm.query_norm.scale") for i in (1, 2, 3)],
+     r"missing key '1\.norm\.query_norm\.scale' \(expected in each of the blocks 1\.\.3"),
+    (lambda sd: sd.__setitem__("0.bias", torch.zeros(2, 16)), r"0\.bias: expected \(32,\), found \(2, 16\)"),
+    (lambda sd: sd.__setitem__("3.linear2.weight", torch.zeros(32, 150)),
+     r"3\.linear2\.weight: expected \(32, 160\), found \(32, 150\)"),
+    (lambda sd: sd.__setitem__("4.weight", torch.zeros(32, 32)), r"4\.weight: expected \(32,\), found \(32, 32\)"),
+    (lambda sd: sd.__setitem__("0.weight", torch.zeros(32)),
+     r"'0\.weight': expected a 2-D tensor, found shape \(32,\)"),
+])
+def test_from_release_names_each_broken_key_as_in_the_file(edit, message, tmp_path):
+    sd = release_state_dict(n=3)
+    edit(sd)
+    torch.save(sd, tmp_path / "asuka_alignment_t5.pt")
+    with pytest.raises(CheckpointError, match=message):
+        AsukaAligner.from_release(tmp_path / "asuka_alignment_t5.pt")
+
+
+def test_from_release_drops_and_reports_the_unused_modulation(tmp_path, caplog):
+    """The release saves each block's ``modulation.lin`` (201 M of the t5 aligner's 1.01 B
+    parameters) but never runs it: not loaded, not kept, and the log line says how much was dropped."""
+    sd = release_state_dict(dim=32, n=2)
+    torch.save(sd, tmp_path / "asuka_alignment_t5.pt")
+    with caplog.at_level(logging.WARNING, logger="asuka.convert"):
+        model = AsukaAligner.from_release(tmp_path / "asuka_alignment_t5.pt")
+    assert not [k for k in model.state_dict() if "modulation" in k]
+    dropped = sum(v.numel() for k, v in sd.items() if "modulation" in k)
+    kept = sum(v.numel() for k, v in sd.items() if "modulation" not in k)
+    assert sum(p.numel() for p in model.parameters()) == kept
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "asuka.convert"]
+    assert f"{{1..2}}.modulation.lin.* (4 keys, {dropped / 1e6:.1f} M parameters)" in line
+    assert "never used" in line
 
 
 def test_zero_blocks_is_linear_alignment():

@@ -203,9 +203,9 @@ def test_unknown_extension_and_missing_model(files, model, capsys, monkeypatch):
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.gif", model=model) == 2
     _one_line_error(capsys, "unsupported output extension '.gif'")
     # no --model and no shipped default (a package installed without asuka/pretrained)
-    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: files / "no-default")
+    monkeypatch.setattr("asuka.registry.shipped_model_dir", lambda name="asuka-small": files / "no-default")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png") == 2
-    _one_line_error(capsys, "--model is required", "default model is not installed")
+    _one_line_error(capsys, "shipped model 'asuka-small' is not installed", "pipeline folder or hub id")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png", model=str(files)) == 2
     _one_line_error(capsys, "not a pipeline folder")
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png",
@@ -234,7 +234,7 @@ def test_subprocess_bad_input_has_no_traceback(files, model):
 
 
 def test_default_model_is_used_and_announced(files, model, capsys, monkeypatch):
-    monkeypatch.setattr("asuka.cli.inpaint.default_model", lambda: Path(model))
+    monkeypatch.setattr("asuka.registry.shipped_model_dir", lambda name="asuka-small": Path(model))
     assert _inpaint(files / "img.png", files / "mask.png", "-o", files / "o.png") == 0
     err = capsys.readouterr().err
     assert "small demonstration model" in err and "--model" in err and "asuka convert" in err

@@ -1,5 +1,8 @@
 """MaskConditionedDecoder: blend semantics, AutoencoderKL transfer, save/load, release converter."""
 
+import copy
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +10,7 @@ from diffusers import AutoencoderKL
 
 from asuka.errors import CheckpointError, InputError
 from asuka.models.decoder import MaskConditionedDecoder, condition_channels_for
+from release_layout import save_lightning_checkpoint
 
 
 def tiny_vae(seed=0, use_post_quant_conv=True):
@@ -52,12 +56,23 @@ def test_shapes_and_return_types(model):
     assert torch.equal(tup, out.sample)
 
 
+def _all_hole_against_vae(model, vae):
+    # in float64: the float32 results differ by ~1e-6 because ours makes the mid-block attention's
+    # channels_last output contiguous (see test_mid_block_attention_output_is_contiguous)
+    model, vae = copy.deepcopy(model).double(), copy.deepcopy(vae).double()
+    z, image, _ = inputs()
+    z, image = z.double(), image.double()
+    ours = model.decode(z, image, torch.ones(2, 1, 16, 16, dtype=torch.float64)).sample
+    torch.testing.assert_close(ours, vae.decode(z).sample, rtol=0, atol=1e-12)
+
+
 @torch.no_grad()
 def test_all_hole_mask_equals_autoencoder_kl(model, vae):
     """Everything is hole -> nothing is replaced -> exactly the VAE's decoder (incl. post_quant_conv)."""
+    _all_hole_against_vae(model, vae)
     z, image, _ = inputs()
-    ours = model.decode(z, image, torch.ones(2, 1, 16, 16)).sample
-    torch.testing.assert_close(ours, vae.decode(z).sample, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.decode(z, image, torch.ones(2, 1, 16, 16)).sample, vae.decode(z).sample,
+                               rtol=0, atol=1e-5)
 
 
 @torch.no_grad()
@@ -65,9 +80,40 @@ def test_all_hole_without_post_quant_conv():
     vae = tiny_vae(seed=1, use_post_quant_conv=False)
     model = MaskConditionedDecoder.from_autoencoder_kl(vae, seed=0).eval()
     assert model.post_quant_conv is None and not model.config.use_post_quant_conv
-    z, image, _ = inputs()
-    torch.testing.assert_close(model.decode(z, image, torch.ones(2, 1, 16, 16)).sample, vae.decode(z).sample,
-                               rtol=0, atol=1e-6)
+    _all_hole_against_vae(model, vae)
+
+
+@torch.no_grad()
+def test_from_flux_style_vae():
+    """FLUX's VAE: z=16, no quant convs, scaling 0.3611 and shift 0.1159. The decoder takes what the
+    VAE's decode takes (the transformer's latents x as x / 0.3611 + 0.1159), so all-hole = vae.decode."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(32, 32), latent_channels=16, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, use_quant_conv=False, use_post_quant_conv=False,
+                        scaling_factor=0.3611, shift_factor=0.1159).eval().double()
+    model = MaskConditionedDecoder.from_autoencoder_kl(vae, seed=0)
+    assert (model.config.latent_channels, model.post_quant_conv) == (16, None)
+    x = torch.randn(1, 16, 8, 8, dtype=torch.float64)
+    z = x / vae.config.scaling_factor + vae.config.shift_factor
+    image, mask = torch.zeros(1, 3, 16, 16, dtype=torch.float64), torch.ones(1, 1, 16, 16, dtype=torch.float64)
+    ours = model.decode(z, image, mask)
+    torch.testing.assert_close(ours.sample, vae.decode(z).sample, rtol=0, atol=1e-12)
+
+
+@torch.no_grad()
+def test_mid_block_attention_output_is_contiguous(model):
+    """diffusers' attention hands back a channels_last tensor; the GroupNorm of the next resnet is
+    far less precise on that layout on CPU (4.3e-4 vs 8.5e-6 for the release's decoder at 320 x 384),
+    so the decoder makes it contiguous before that resnet."""
+    seen = []
+    hook = model.decoder.mid_block.resnets[1].register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous()))
+    try:
+        z, image, mask = inputs()
+        model.decode(z, image, mask)
+    finally:
+        hook.remove()
+    assert seen == [True]
 
 
 @torch.no_grad()
@@ -238,11 +284,19 @@ def release_state_dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, z=4, post_quant_
     return {"state_dict": sd}
 
 
-def test_from_release_maps_keys(tmp_path):
+@pytest.mark.parametrize("old_callbacks", [True, False])
+def test_from_release_maps_keys(tmp_path, caplog, old_callbacks):
+    """A Lightning checkpoint as the release's training wrote it: optimizer states, callbacks (keyed by
+    class before Lightning 1.5), loops, an AttributeDict of hyper-parameters -- read safely, ignored, said."""
     ckpt = release_state_dict()
     sd = ckpt["state_dict"]
-    torch.save(ckpt, tmp_path / "asuka_decoder.ckpt")
-    model = MaskConditionedDecoder.from_release(tmp_path / "asuka_decoder.ckpt")
+    save_lightning_checkpoint(tmp_path / "asuka_decoder.ckpt", sd, old_callbacks=old_callbacks)
+    with caplog.at_level(logging.WARNING, logger="asuka.convert"):
+        model = MaskConditionedDecoder.from_release(tmp_path / "asuka_decoder.ckpt")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "asuka.convert"]
+    for said in ("decoder.up_layers.* (2 keys)", "never run", "encoder.* (2 keys)", "optimizer_states",
+                 "callbacks", "loops", "hyper_parameters"):
+        assert said in line, (said, line)
     cfg = model.config
     assert (cfg.latent_channels, tuple(cfg.block_out_channels), cfg.layers_per_block, cfg.use_post_quant_conv) == (
         4, (32, 64), 1, True)
@@ -276,24 +330,40 @@ def test_from_release_infers_flux_latents():
 
 @pytest.mark.parametrize(
     "edit, message",
-    [
-        (lambda sd: sd.pop("decoder.up.0.block.1.conv2.bias"),
-         r"missing keys: decoder\.up_blocks\.1\.resnets\.1\.conv2\.bias"),
-        (lambda sd: sd.pop("decoder.up.1.upsample.conv.bias"), r"missing key 'decoder\.up\.1\.upsample\.conv\.bias'"),
-        (lambda sd: sd.pop("decoder.encoder.layers.1.weight"), r"missing keys: condition_encoder\.layers\.1\.weight"),
+    [  # every key named as the file spells it (not by our diffusers names)
+        (lambda sd: sd.pop("decoder.up.0.block.1.conv2.bias"), r"missing keys: decoder\.up\.0\.block\.1\.conv2\.bias"),
+        (lambda sd: sd.pop("decoder.up.1.block.0.conv1.weight"),
+         r"missing keys: decoder\.up\.1\.block\.0\.conv1\.weight"),
+        (lambda sd: sd.pop("decoder.up.1.upsample.conv.bias"), r"missing keys: decoder\.up\.1\.upsample\.conv\.bias"),
+        (lambda sd: sd.pop("decoder.encoder.layers.1.weight"), r"missing keys: decoder\.encoder\.layers\.1\.weight"),
+        (lambda sd: sd.pop("decoder.mid.attn_1.norm.weight"), r"missing keys: decoder\.mid\.attn_1\.norm\.weight"),
         (lambda sd: sd.__setitem__("model.diffusion.x", torch.zeros(1)), r"unexpected keys.*model\.diffusion\.x"),
         (lambda sd: sd.__setitem__("decoder.up.0.attn.0.q.weight", torch.zeros(1)),
          r"unexpected keys: decoder\.up\.0\.attn\.0\.q\.weight"),
         (lambda sd: sd.__setitem__("decoder.encoder.layers.0.weight", torch.zeros(32, 3, 3, 3)),
-         r"condition_encoder\.layers\.0\.weight: checkpoint \(32, 3, 3, 3\) vs model \(32, 4, 3, 3\)"),
+         r"decoder\.encoder\.layers\.0\.weight: expected \(32, 4, 3, 3\), found \(32, 3, 3, 3\)"),
+        (lambda sd: sd.__setitem__("decoder.mid.attn_1.q.weight", torch.zeros(64, 64)),
+         r"decoder\.mid\.attn_1\.q\.weight: expected \(64, 64, 1, 1\), found \(64, 64\)"),
+        (lambda sd: sd.__setitem__("decoder.up.1.block.0.norm1.bias", torch.zeros(63)),
+         r"decoder\.up\.1\.block\.0\.norm1\.bias: expected \(64,\), found \(63,\)"),
         (lambda sd: sd.pop("decoder.conv_in.weight"), r"decoder\.conv_in\.weight"),
     ],
 )
-def test_from_release_rejects_wrong_dicts(edit, message):
+def test_from_release_rejects_wrong_dicts(edit, message, tmp_path):
     ckpt = release_state_dict()
     edit(ckpt["state_dict"])
+    save_lightning_checkpoint(tmp_path / "asuka_decoder.ckpt", ckpt["state_dict"])
     with pytest.raises(CheckpointError, match=message):
-        MaskConditionedDecoder.from_release(ckpt)
+        MaskConditionedDecoder.from_release(tmp_path / "asuka_decoder.ckpt")
+
+
+def test_from_release_refuses_unknown_pickled_types(tmp_path):
+    """Anything outside the allow-list is never unpickled: the error names the type and what to do."""
+    save_lightning_checkpoint(tmp_path / "asuka_decoder.ckpt", release_state_dict()["state_dict"],
+                              extra={"datamodule": torch.optim.lr_scheduler.StepLR})
+    with pytest.raises(CheckpointError, match=r"torch\.optim\.lr_scheduler\.StepLR.*weights_only=False.*"
+                                              r"torch\.save\(\{'state_dict': c\['state_dict'\]\}"):
+        MaskConditionedDecoder.from_release(tmp_path / "asuka_decoder.ckpt")
 
 
 @pytest.mark.slow

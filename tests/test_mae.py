@@ -1,11 +1,14 @@
 """Tiny-model tests of the MAE prior (asuka.models.mae)."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 
 from asuka.errors import CheckpointError, InputError
 from asuka.models.mae import MAEPrior, resize_area, resize_nearest
+from release_layout import save_mae_script_checkpoint
 
 S, P, G = 32, 8, 4  # tiny preset: image size, patch, tokens per side
 
@@ -253,10 +256,15 @@ def _release_state_dict(embed=32, depth=2, dec=32, dec_depth=2, patch=8, grid=4,
     return sd
 
 
-def test_from_release_loads_every_tensor(tmp_path):
+def test_from_release_loads_every_tensor(tmp_path, caplog):
+    """``mae_300.pth`` as MAE's training script writes it (optimizer, epoch, scaler, an argparse
+    ``args``): read safely, everything but the weights ignored, and said so."""
     sd = _release_state_dict()
-    torch.save({"model": sd}, tmp_path / "mae_300.pth")
-    model = MAEPrior.from_release(tmp_path / "mae_300.pth", num_heads=2, decoder_num_heads=2, prior_layers=1)
+    save_mae_script_checkpoint(tmp_path / "mae_300.pth", sd)
+    with caplog.at_level(logging.WARNING, logger="asuka.convert"):
+        model = MAEPrior.from_release(tmp_path / "mae_300.pth", num_heads=2, decoder_num_heads=2, prior_layers=1)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "asuka.convert"]
+    assert "training state: args, epoch, optimizer, scaler" in line
     assert model.config.image_size == S and model.config.patch_size == P and model.config.depth == 2
     ours = model.state_dict()
     for key, value in sd.items():
@@ -268,29 +276,62 @@ def test_from_release_loads_every_tensor(tmp_path):
         assert torch.isfinite(model.prior(_image(), _mask())).all()
 
 
+def test_from_release_refuses_unknown_head_counts(tmp_path):
+    """Heads are not in the weights: a small MAE without them would load and give another prior."""
+    sd = _release_state_dict(embed=32, dec=32)
+    with pytest.raises(CheckpointError, match=r"head counts cannot be read.*encoder 32 x 2.*num_heads=\.\.\. and "
+                                              r"decoder_num_heads=\.\.\."):
+        MAEPrior.from_release(sd)
+    with pytest.raises(CheckpointError, match=r"pass decoder_num_heads=\.\.\. \("):
+        MAEPrior.from_release(sd, num_heads=2)
+    # given: loads, and the heads are what was given (4 vs 2 heads differ on the same weights)
+    a = MAEPrior.from_release(sd, num_heads=2, decoder_num_heads=2, prior_layers=1).eval()
+    b = MAEPrior.from_release(sd, num_heads=4, decoder_num_heads=4, prior_layers=1).eval()
+    assert (a.config.num_heads, b.config.decoder_num_heads) == (2, 4)
+    with torch.no_grad():
+        assert not torch.allclose(a.prior(_image(), _mask()), b.prior(_image(), _mask()))
+
+
+def _meta_release_state_dict(embed, depth, dec, dec_depth, patch):
+    """The keys the converter reads sizes from, at a given size, as meta tensors (no memory)."""
+    meta = lambda *shape: torch.empty(shape, device="meta")  # noqa: E731
+    sd = {"patch_embed.proj.weight": meta(embed, 3, patch, patch), "decoder_embed.weight": meta(dec, embed),
+          "pos_embed": meta(1, (256 // patch) ** 2, embed)}
+    sd.update({f"blocks.{i}.mlp.fc1.weight": meta(4 * embed, embed) for i in range(depth)})
+    sd.update({f"decoder_blocks.{i}.mlp.fc1.weight": meta(4 * dec, dec) for i in range(dec_depth)})
+    return sd
+
+
+@pytest.mark.parametrize("arch, heads", [((768, 12, 512, 8, 16), (12, 16)),  # ViT-B/16: the release
+                                         ((1024, 24, 512, 8, 16), (16, 16)),
+                                         ((1280, 32, 512, 8, 14), (16, 16))])
+def test_from_release_knows_the_mae_architectures(arch, heads):
+    from asuka.models.mae import _KNOWN_HEADS, _architecture, _infer_release_config
+
+    sd = _meta_release_state_dict(*arch)
+    cfg = _infer_release_config(sd, "test")
+    assert _KNOWN_HEADS[_architecture(cfg)] == heads
+    assert (cfg["image_size"], cfg["mlp_ratio"], cfg["prior_layers"]) == (256 // arch[-1] * arch[-1], 4.0, 6)
+
+
 def test_from_release_rejects_wrong_state_dicts():
     sd = _release_state_dict()
+    heads = dict(num_heads=2, decoder_num_heads=2)
     missing = {k: v for k, v in sd.items() if k != "blocks.1.mlp.fc2.bias"}
-    with pytest.raises(CheckpointError, match=r"blocks\.1\.mlp\.fc2\.bias"):
-        MAEPrior.from_release(missing, num_heads=2, decoder_num_heads=2)
-    with pytest.raises(CheckpointError, match="extra.weight"):
-        MAEPrior.from_release({**sd, "extra.weight": torch.zeros(1)}, num_heads=2, decoder_num_heads=2)
+    with pytest.raises(CheckpointError, match=r"missing keys: blocks\.1\.mlp\.fc2\.bias"):
+        MAEPrior.from_release(missing, **heads)
+    with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight"):
+        MAEPrior.from_release({**sd, "extra.weight": torch.zeros(1)}, **heads)
     bad = dict(sd, **{"decoder_pred.bias": torch.zeros(5)})
-    with pytest.raises(CheckpointError, match=r"decoder_pred\.bias"):
-        MAEPrior.from_release(bad, num_heads=2, decoder_num_heads=2)
+    with pytest.raises(CheckpointError, match=r"decoder_pred\.bias: expected \(192,\), found \(5,\)"):
+        MAEPrior.from_release(bad, **heads)
+    with pytest.raises(CheckpointError, match=r"alpha: expected \(\) or \(1,\), found \(3,\)"):
+        MAEPrior.from_release(dict(sd, alpha=torch.ones(3)), **heads)
+    assert MAEPrior.from_release(dict(sd, alpha=torch.full((1,), 0.3)), **heads).alpha.item() == pytest.approx(0.3)
     with pytest.raises(CheckpointError, match="decoder_pos_embed"):
-        MAEPrior.from_release(dict(sd, decoder_pos_embed=sd["decoder_pos_embed"] + 1), num_heads=2, decoder_num_heads=2)
+        MAEPrior.from_release(dict(sd, decoder_pos_embed=sd["decoder_pos_embed"] + 1), **heads)
     with pytest.raises(CheckpointError, match="not found"):
         MAEPrior.from_release("/nonexistent/mae_300.pth")
-
-
-def test_from_release_default_heads_for_full_size_widths():
-    sd = {"patch_embed.proj.weight": torch.zeros(768, 3, 16, 16), "decoder_embed.weight": torch.zeros(512, 768),
-          "blocks.0.mlp.fc1.weight": torch.zeros(3072, 768)}
-    from asuka.models.mae import _infer_release_config
-
-    cfg = _infer_release_config(sd, "test")
-    assert (cfg["num_heads"], cfg["decoder_num_heads"], cfg["image_size"], cfg["mlp_ratio"]) == (12, 16, 256, 4.0)
 
 
 # ------------------------------------------------------------------ bad input

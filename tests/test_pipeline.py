@@ -190,18 +190,11 @@ def test_crop_box_square_around_hole_and_clamped():
     assert working_size((50, 60), 64) == (50, 60)
 
 
-def test_crop_mode_works_at_working_resolution_and_pastes_only_the_hole(pipe, monkeypatch):
+def test_crop_mode_works_at_working_resolution_and_pastes_only_the_hole(pipe, working_shapes):
     image = _image(3, 200, 300)
     mask = torch.zeros(1, 1, 200, 300)
     mask[..., 150:160, 250:262] = 1
-    seen = []
-    original = pipe.inpaint
-
-    def spy(image, mask, **kwargs):
-        seen.append(tuple(image.shape))
-        return original(image, mask, **kwargs)
-
-    monkeypatch.setattr(pipe, "inpaint", spy)
+    seen = working_shapes(pipe)
     out = _run(pipe, image, mask, padding_mask_crop=4)
     assert seen == [(1, 3, TINY_RESOLUTION, TINY_RESOLUTION)]
     assert out.shape == (1, 3, 200, 300)
@@ -349,3 +342,70 @@ def test_from_sd_inpaint_missing_backbone_is_a_checkpoint_error(tmp_path):
     mine = tiny_components(0)
     with pytest.raises(CheckpointError, match="cannot load unet"):
         AsukaInpaintPipeline.from_sd_inpaint(tmp_path / "missing", mae=mine["mae"], aligner=mine["aligner"])
+
+
+def test_golden_values(pipe):
+    """A slice at a fixed seed (as diffusers' tests do), so drift that keeps the invariants is caught."""
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = _run(pipe, image, _mask(box=(16, 40, 20, 50)), seed=0)
+    expected = torch.tensor([-0.0902, -0.4422, 0.8919, 0.2602, -0.8332, -1.0, 0.3085, 0.0545, 0.2536])
+    torch.testing.assert_close(out[0, :, 25, 30:33].flatten(), expected, atol=2e-4, rtol=0)
+
+
+# ------------------------------------------------------------------ crop default, large uint8 inputs
+def test_crop_mode_is_the_default_and_full_image_asks_for_the_whole_image(pipe, working_shapes):
+    image = _image(3, 100, 150)
+    mask = torch.zeros(1, 1, 100, 150)
+    mask[..., 40:50, 60:70] = 1
+    seen = working_shapes(pipe)
+    default = _run(pipe, image, mask)
+    assert torch.equal(default, _run(pipe, image, mask, padding_mask_crop=64))
+    assert seen[0] == (1, 3, 46, TINY_RESOLUTION)  # 100 x 138 around the hole (margin 64), longer side 64
+    seen.clear()
+    whole = _run(pipe, image, mask, full_image=True)
+    assert seen == [(1, 3, 100, 150)]  # already multiples of the VAE factor 2
+    assert torch.equal(whole, _run(pipe, image, mask, padding_mask_crop=None))
+    assert not torch.equal(whole, default)
+
+
+def test_uint8_inputs_are_converted_only_in_the_crop_region(pipe, monkeypatch):
+    from asuka import io
+
+    rng = np.random.default_rng(4)
+    image_u8 = (rng.random((300, 400, 3)) * 255).astype(np.uint8)
+    image_u8.setflags(write=False)  # the caller's array is neither copied whole nor written
+    mask = np.zeros((300, 400), np.uint8)
+    mask[100:110, 200:215] = 255
+    expected = _run(pipe, torch.from_numpy(image_u8.copy()).permute(2, 0, 1).float() / 127.5 - 1, mask[None] > 0,
+                    output_type="pil")[0]
+
+    def whole_image_conversion(*args, **kwargs):
+        raise AssertionError("the whole image was converted to float")
+
+    monkeypatch.setattr(io, "image_to_tensor", whole_image_conversion)
+    for given in (image_u8, PIL.Image.fromarray(image_u8), torch.from_numpy(image_u8.copy()).permute(2, 0, 1)):
+        out = _run(pipe, given, PIL.Image.fromarray(mask), output_type="pil")[0]
+        assert np.array_equal(np.asarray(out), np.asarray(expected))
+        keep = mask == 0
+        assert np.array_equal(np.asarray(out)[keep], image_u8[keep])
+
+
+def test_given_latents_are_the_initial_noise(pipe):
+    image, mask = _image(), _mask()
+    noise = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(5))
+    a = pipe(image, mask, STEPS, latents=noise, output_type="pt").images
+    b = pipe(image, mask, STEPS, latents=noise.clone(), generator=torch.Generator().manual_seed(9),
+             output_type="pt").images
+    assert torch.equal(a, b)
+    with pytest.raises(InputError, match="latents"):
+        pipe(image, mask, STEPS, latents=torch.zeros(1, 4, 16, 16))
+
+
+def test_fast_mask_paths_follow_the_io_rule():
+    from asuka import io
+    from asuka.pipeline_base import _as_bool_mask
+
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for given in (values, PIL.Image.fromarray(values), PIL.Image.fromarray(values).convert("1"),
+                  (values > 200).astype(np.uint8)):
+        assert torch.equal(_as_bool_mask(given), io.mask_to_tensor(given)[0] > 0.5)

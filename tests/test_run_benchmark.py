@@ -52,7 +52,8 @@ def full_run(pipe, paired, tmp_path_factory):
 
 
 def _pngs(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+    """name -> pixels (the metadata holds the model's name, which differs between runs)."""
+    return {p.name: np.asarray(PIL.Image.open(p)).tobytes() for p in sorted(folder.glob("*.png"))}
 
 
 def _mtimes(folder):
@@ -133,11 +134,11 @@ def test_killed_run_resumed_equals_full_run(pipe, paired, full_run, tmp_path, mo
 
 def test_write_png_atomic_leaves_nothing_on_failure(tmp_path):
     class Broken:
-        def save(self, f, format):
+        def save(self, f, format, **options):
             f.write(b"\x89PNG half")
             raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="disk full"):
         write_png_atomic(Broken(), tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
     write_png_atomic(PIL.Image.new("RGB", (4, 4)), tmp_path / "x.png")
@@ -314,3 +315,38 @@ def test_cli_bad_input_is_one_line(paired, tmp_path, capsys, model, data, expect
                  "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("asuka: error:") and expected in err and err.count("\n") == 1
+
+
+def test_image_mask_folders_with_any_names_pair_by_stem(pipe, tmp_path):
+    # DIR/image + DIR/mask with non-MISATO names and other extensions: matched by stem.
+    root = tmp_path / "bench"
+    _write_pair(root / "image" / "beach.png", root / "mask" / "beach.png", 32, 48, 0)
+    _write_pair(root / "image" / "room.png", root / "mask" / "room.png", 48, 32, 1)
+    PIL.Image.open(root / "image" / "room.png").save(root / "image" / "room.jpg", quality=95)
+    (root / "image" / "room.png").unlink()
+    summary = run_benchmark(pipe, root, tmp_path / "out", steps=STEPS, seed=0, process_index=0, num_processes=1)
+    assert summary.written == 2
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["beach.png", "room.png"]
+    from asuka.provenance import read_recipe
+
+    recipe = read_recipe(PIL.Image.open(tmp_path / "out" / "beach.png"))
+    assert recipe["seed"] == image_seed(0, "beach") and recipe["crop_margin"] == 64 and recipe["steps"] == STEPS
+
+
+def test_crop_mode_is_recorded_and_full_image_differs_on_a_large_image(pipe, tmp_path):
+    # A 128 x 160 image with a small hole: crop mode (working resolution 64) and the whole
+    # image give different fills but the same known pixels.
+    root = tmp_path / "bench"
+    _write_pair(root / "images" / "big.png", root / "masks" / "big.png", 128, 160, 2)
+    outs = {}
+    for margin in (8, None):
+        out = tmp_path / f"out_{margin}"
+        run_benchmark(pipe, root, out, steps=STEPS, seed=0, crop_margin=margin, process_index=0, num_processes=1)
+        assert json.loads((out / MANIFEST_NAME).read_text())["settings"]["crop_margin"] == margin
+        outs[margin] = np.asarray(PIL.Image.open(out / "big.png"))
+    known = np.asarray(PIL.Image.open(root / "masks" / "big.png")) < 128
+    image = np.asarray(PIL.Image.open(root / "images" / "big.png"))
+    assert all(np.array_equal(o[known], image[known]) for o in outs.values())
+    assert not np.array_equal(outs[8], outs[None])
+    with pytest.raises(InputError, match="crop_margin"):
+        run_benchmark(pipe, root, tmp_path / "bad", steps=STEPS, crop_margin=-1, process_index=0, num_processes=1)

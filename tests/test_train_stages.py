@@ -88,15 +88,17 @@ def test_mae_starts_from_our_folder_or_the_release_layout(images, tmp_path):
     start = MAEPrior.from_preset("tiny")
     start.save_pretrained(tmp_path / "ours")
     torch.save({"model": start.state_dict()}, tmp_path / "mae_300.pth")  # the release's layout
+    heads = {tmp_path / "ours": [], tmp_path / "mae_300.pth": [  # not in a release file's weights
+        "model_config={num_heads: 2, decoder_num_heads: 2, prior_layers: 1}"]}
     for source in (tmp_path / "ours", tmp_path / "mae_300.pth"):
-        cfg = tiny_config("mae", tmp_path / source.stem, images, f"model={source}", "max_steps=1")
+        cfg = tiny_config("mae", tmp_path / source.stem, images, f"model={source}", "max_steps=1", *heads[source])
         stage = get_stage("mae")(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
         stage.build()
         assert all(torch.equal(a, b) for a, b in zip(stage.models["mae"].state_dict().values(),
                                                       start.state_dict().values()))
         assert train(get_stage("mae"), cfg).step == 1
     cfg = tiny_config("mae", tmp_path / "x", images, f"model={tmp_path / 'ours'}", "model_config={depth: 1}")
-    with pytest.raises(InputError, match=r"config fields \['depth'\] only apply to a preset"):
+    with pytest.raises(InputError, match=r"config fields \['depth'\] only apply to a preset.*or a release file"):
         get_stage("mae")(cfg, device=torch.device("cpu"), weight_dtype=torch.float32).build()
 
 
