@@ -81,7 +81,7 @@ def test_resume_after_kill_9(images, tmp_path):
     killed = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     code = "import torch, sys; torch.set_num_threads(1); from asuka.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "train", "mae", *_args("mae", killed, images, *extra)],
+    proc = subprocess.Popen([sys.executable, "-c", code, "train", "mae", "--threads", "1", *_args("mae", killed, images, *extra)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
