@@ -10,7 +10,7 @@ import torch
 from asuka.errors import CheckpointError, InputError
 from asuka.pipeline import (AsukaInpaintPipeline, crop_box, feather_mask, pad_to_multiple,
                             working_size)
-from asuka.testing import TINY_RESOLUTION, tiny_components, tiny_pipeline
+from asuka.testing import TINY_RESOLUTION, box_mask, run_seeded, tiny_components, tiny_pipeline
 
 STEPS = 2
 
@@ -27,15 +27,11 @@ def _image(seed=0, h=64, w=64):
 
 
 def _mask(h=64, w=64, box=(16, 40, 20, 50)):
-    m = torch.zeros(1, 1, h, w)
-    y0, y1, x0, x1 = box
-    m[..., y0:y1, x0:x1] = 1
-    return m
+    return box_mask(h, w, box)
 
 
 def _run(pipe, image, mask, seed=0, **kw):
-    kw.setdefault("output_type", "pt")
-    return pipe(image, mask, STEPS, generator=torch.Generator().manual_seed(seed), **kw).images
+    return run_seeded(pipe, image, mask, STEPS, seed, **kw)
 
 
 # ------------------------------------------------------------------ shapes, types, sizes

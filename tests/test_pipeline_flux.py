@@ -11,7 +11,7 @@ from diffusers import FluxFillPipeline
 from asuka import flux
 from asuka.errors import CheckpointError, InputError
 from asuka.pipeline_flux import AsukaFluxFillPipeline
-from asuka.testing import tiny_flux_components, tiny_flux_pipeline
+from asuka.testing import box_mask, run_seeded, tiny_flux_components, tiny_flux_pipeline
 
 STEPS = 2
 H, W = 64, 96
@@ -28,15 +28,11 @@ def _image(seed=0, h=H, w=W, b=1):
 
 
 def _mask(h=H, w=W, box=(10, 40, 20, 70)):
-    m = torch.zeros(1, 1, h, w)
-    y0, y1, x0, x1 = box
-    m[..., y0:y1, x0:x1] = 1
-    return m
+    return box_mask(h, w, box)
 
 
 def _run(pipe, image, mask, seed=0, **kw):
-    kw.setdefault("output_type", "pt")
-    return pipe(image, mask, STEPS, generator=torch.Generator().manual_seed(seed), **kw).images
+    return run_seeded(pipe, image, mask, STEPS, seed, **kw)
 
 
 def _noise(b=1, seed=3, h=H, w=W):

@@ -180,3 +180,18 @@ def tiny_flux_pipeline(seed: int = 0, **kwargs):
     pipe = AsukaFluxFillPipeline(**tiny_flux_components(seed, **kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """``(1, 1, h, w)`` mask with the rectangle ``box = (y0, y1, x0, x1)`` as the hole (1)."""
+    m = torch.zeros(1, 1, h, w)
+    y0, y1, x0, x1 = box
+    m[..., y0:y1, x0:x1] = 1
+    return m
+
+
+def run_seeded(pipe, image, mask, steps: int, seed: int = 0, **kwargs):
+    """``pipe(image, mask, steps)`` with a fresh generator seeded ``seed``; ``output_type="pt"``
+    unless given. Returns ``.images``."""
+    kwargs.setdefault("output_type", "pt")
+    return pipe(image, mask, steps, generator=torch.Generator().manual_seed(seed), **kwargs).images
