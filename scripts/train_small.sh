@@ -17,9 +17,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VAE_STEPS=${VAE_STEPS:-1000}
+VAE_STEPS=${VAE_STEPS:-400}
 MAE_STEPS=${MAE_STEPS:-2000}
-UNET_STEPS=${UNET_STEPS:-2500}
+UNET_STEPS=${UNET_STEPS:-4000}
 ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
 DECODER_STEPS=${DECODER_STEPS:-800}   # decoder and decoder_noaug (ablation) alike
 PARALLEL=${PARALLEL:-1}
@@ -28,15 +28,24 @@ CFG=configs/asuka-small-128
 RUNS=${RUNS:-runs/asuka-small-128}
 LOGS=${LOGS:-$RUNS/logs}
 MODEL=$RUNS/model
+DATA=${DATA:-data/photos/train_crops/128}   # the 128 px crops of scripts/fetch_photos.py
+# The VAE and the UNet continue the 64 px demonstration model that was shipped until this one
+# replaced it (src/asuka/pretrained/asuka-small at commit f318a01): taken from git history.
+INIT=${INIT:-$RUNS/init-64px}
+INIT_COMMIT=f318a01
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$LOGS"
 rm -f "$RUNS"/*.done
+if [ ! -e "$INIT/unet/config.json" ]; then
+  mkdir -p "$INIT"
+  git archive "$INIT_COMMIT" src/asuka/pretrained/asuka-small | tar -x -C "$INIT" --strip-components=4
+fi
 
 stage() {  # stage NAME STEPS asuka-args...: train (or resume) to STEPS, export, mark done
   local name=$1 steps=$2; shift 2
   echo "[$(date +%T)] $name: $steps steps"
   local start=$SECONDS
-  nice -n "$NICE" asuka "$@" output_dir="$RUNS/$name" max_steps="$steps" >> "$LOGS/$name.log" 2>&1
+  nice -n "$NICE" asuka "$@" output_dir="$RUNS/$name" max_steps="$steps" data.root="$DATA" >> "$LOGS/$name.log" 2>&1
   echo "[$(date +%T)] $name done in $((SECONDS - start)) s"
   touch "$RUNS/$name.done"
 }
@@ -50,13 +59,14 @@ wait_for() {  # wait_for NAME: until stage NAME of the other lane is done (fail 
 
 lane_a() {  # VAE -> UNet -> latent augmentation -> decoder
   # 1. small KL-VAE (the SD VAE stand-in)
-  stage vae "$VAE_STEPS" train vae --config $CFG/vae.yaml export_dir=$MODEL
+  stage vae "$VAE_STEPS" train vae --config $CFG/vae.yaml export_dir=$MODEL vae.init=$INIT/vae
   # 2. inpainting UNet on the VAE's latents, conditioned on tokens of a low-resolution view
   #    of the whole image (null condition for 20% of the samples)
-  stage unet "$UNET_STEPS" train unet --config $CFG/unet.yaml export_dir=$MODEL backbone.vae=$MODEL/vae
+  stage unet "$UNET_STEPS" train unet --config $CFG/unet.yaml export_dir=$MODEL backbone.vae=$MODEL/vae \
+      unet.init=$INIT/unet
   # 3. latent augmentation (the UNet's one-step estimates), then the decoder with both augmentations
   echo "[$(date +%T)] make-latent-aug"
-  nice -n "$NICE" asuka make-latent-aug --config $CFG/latent_aug.yaml output_dir=$RUNS/latent_aug \
+  nice -n "$NICE" asuka make-latent-aug --config $CFG/latent_aug.yaml output_dir=$RUNS/latent_aug data.root="$DATA" \
       backbone.pretrained=$MODEL > "$LOGS/latent_aug.log" 2>&1
   stage decoder "$DECODER_STEPS" train decoder --config $CFG/decoder.yaml export_dir=$MODEL \
       backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug

@@ -1,5 +1,6 @@
 """Every training stage lowers its loss on tiny models; the substitution schedule; exports."""
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -149,6 +150,65 @@ def test_full_size_step(name, resolution, args, tmp_path):
         "data.num_workers=0", "batch_size=1", "max_steps=1", *args], stage=name)
     result = train(get_stage(name), cfg)
     assert result.step == 1 and result.exported
+
+
+def test_unet_schedule_and_init(images, tmp_path, monkeypatch):
+    """``schedule`` re-parameterises the noise schedule (v-prediction, zero terminal SNR, trailing
+    timesteps): the loss targets the velocity, the export carries the schedule to the pipeline's
+    DDIM, and a UNet continued from ``unet.init`` is exported with this run's sample size."""
+    from diffusers import UNet2DConditionModel
+
+    stage_cls = get_stage("unet")
+    schedule = ["schedule.prediction_type=v_prediction", "schedule.rescale_betas_zero_snr=true",
+                "schedule.timestep_spacing=trailing"]
+    first = train(stage_cls, tiny_config("unet", tmp_path / "a", images, "max_steps=1"))
+    init = first.run_dir / "export"
+    assert UNet2DConditionModel.load_config(init / "unet")["sample_size"] == 32 // 2
+    cfg = tiny_config("unet", tmp_path / "b", images, *schedule, f"unet.init={init}", "data.resolution=48",
+                      "max_steps=2")
+    stage = stage_cls(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
+    stage.build()
+    sched = stage.scheduler.config
+    assert sched.prediction_type == "v_prediction" and sched.rescale_betas_zero_snr
+    assert float(stage.scheduler.alphas_cumprod[-1]) < 1e-6  # pure noise at t = T
+    # the loss is the MSE to the velocity: a UNet that outputs the velocity has zero loss
+    from types import SimpleNamespace
+
+    from asuka.training.stages import _diffusion
+
+    data = build_dataset(cfg, transform=stage.dataset_transform())
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(2)])
+    seen = {}
+    real = _diffusion.inpainting_latents
+
+    def spy(vae, image, mask, generator):
+        seen["latents"], mask_latents, masked = real(vae, image, mask, generator)
+        return seen["latents"], mask_latents, masked
+
+    class Oracle(torch.nn.Module):  # returns the true velocity of its noisy input
+        def __init__(self):
+            super().__init__()
+            self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, model_input, t, encoder_hidden_states):
+            x0 = seen["latents"]
+            abar = stage.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+            noise = (model_input[:, : x0.shape[1]] - abar.sqrt() * x0) / (1 - abar).sqrt()
+            return SimpleNamespace(sample=stage.scheduler.get_velocity(x0, noise, t))
+
+    monkeypatch.setattr(_diffusion, "inpainting_latents", spy)
+    oracle = Oracle()
+    monkeypatch.setattr(stage, "unet", lambda: oracle)
+    assert float(stage.loss(batch, 0, generator=torch.Generator().manual_seed(0)).loss) < 1e-8
+    result = train(stage_cls, cfg)
+    exported = result.run_dir / "export"
+    ddim = json.loads((exported / "scheduler" / "scheduler_config.json").read_text())
+    assert ddim["_class_name"] == "DDIMScheduler" and ddim["prediction_type"] == "v_prediction"
+    assert ddim["rescale_betas_zero_snr"] is True and ddim["timestep_spacing"] == "trailing"
+    assert UNet2DConditionModel.load_config(exported / "unet")["sample_size"] == 48 // 2
+    for bad in ("schedule.beta_end=0.02", "schedule.prediction_type=sample"):
+        with pytest.raises(InputError, match="config schedule"):
+            tiny_config("unet", tmp_path / "c", images, bad).validate()
 
 
 def test_unet_lowres_caption_condition(images, tmp_path):

@@ -17,6 +17,12 @@ the ``vae`` stage's export). The cross-attention condition (``condition.kind``):
   through this frozen UNet. Use ``grid`` = the MAE's tokens per side so both have one token per
   image block.
 
+``schedule``: changes to the noise schedule (SD-1.5's unless the backbone folder has one), e.g.
+``{prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}``
+for a UNet that must give good estimates in a few steps (SD-2's v-parameterisation, with the
+zero-terminal-SNR schedule and trailing timesteps of Lin et al. 2024); only
+:data:`SCHEDULE_KEYS` may be changed.
+
 Exports ``unet/`` and ``scheduler/`` (DDIM with the training noise schedule).
 """
 
@@ -32,6 +38,11 @@ from asuka.training.components import BackboneConfig, load_backbone_part, load_p
 from asuka.training.config import DataConfig, OptimConfig, TrainConfig
 from asuka.training.data import AddMask
 from asuka.training.stages._diffusion import NoisePredictionStage
+
+
+#: noise-schedule fields the ``schedule`` option may change, with their allowed values
+SCHEDULE_KEYS = {"prediction_type": ("epsilon", "v_prediction"), "rescale_betas_zero_snr": (True, False),
+                 "timestep_spacing": ("leading", "trailing", "linspace")}
 
 
 @dataclasses.dataclass
@@ -88,6 +99,7 @@ class UNetConfig(TrainConfig):
 
     unet: UNetModelConfig = dataclasses.field(default_factory=UNetModelConfig)
     condition: ConditionConfig = dataclasses.field(default_factory=ConditionConfig)
+    schedule: dict = dataclasses.field(default_factory=dict)
     backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(pretrained=None))
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=128))
     optim: OptimConfig = dataclasses.field(
@@ -108,6 +120,11 @@ class UNetConfig(TrainConfig):
             raise InputError(f"config condition: grid and cell must be >= 1, got {c.grid} and {c.cell}")
         if not 0.0 <= c.p_null <= 1.0:
             raise InputError(f"config condition.p_null: expected a probability, got {c.p_null}")
+        for key, value in self.schedule.items():
+            if key not in SCHEDULE_KEYS:
+                raise InputError(f"config schedule: unknown key {key!r}; expected some of {', '.join(SCHEDULE_KEYS)}")
+            if value not in SCHEDULE_KEYS[key]:
+                raise InputError(f"config schedule.{key}: expected one of {SCHEDULE_KEYS[key]}, got {value!r}")
 
 
 class UNetStage(NoisePredictionStage):
@@ -120,10 +137,16 @@ class UNetStage(NoisePredictionStage):
         cfg = self.config
         self.vae = self.freeze(load_backbone_part(cfg.backbone, "vae", seed=cfg.seed + 2))
         self.scheduler = noise_scheduler(cfg.backbone)
+        if cfg.schedule:
+            self.scheduler = type(self.scheduler).from_config(self.scheduler.config, **cfg.schedule)
         z = self.vae.config.latent_channels
         u = cfg.unet
         if u.init is not None:
             unet = load_part_folder(UNet2DConditionModel, u.init, "unet", what="config unet.init")
+            # the exported sample_size is the side the UNet was trained at (the pipeline's crop-mode
+            # working size): it follows this run's resolution, not the one the init was trained at
+            factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            unet.register_to_config(sample_size=cfg.data.resolution // factor)
         else:
             factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
             with torch.random.fork_rng(devices=[]):
