@@ -251,6 +251,8 @@ def main(argv=None) -> int:
           f"CLI defaults {defaults}", flush=True)
     pipes = load_pipelines(args)
     working = pipes["main"].working_resolution
+    if defaults["steps"] is None:  # the CLI's default: the model's own default_steps
+        defaults["steps"] = pipes["main"].default_num_inference_steps
 
     outputs, seeds_out, timings = {}, {}, {}
     for key, _, cond, dec, aligner in METHODS:

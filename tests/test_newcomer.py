@@ -274,3 +274,53 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["asuka: error: `asuka info` needs the package transformers, which is not installed: "
                    "pip install 'asuka[text]' (see README, Install)"]
+
+
+# ------------------------------------------------------------------ the model's default steps
+def test_model_default_steps_are_saved_and_used_wherever_no_steps_are_given(tmp_path, capsys):
+    """A model folder's ``default_steps`` (model_index.json) is what the pipeline, ``asuka
+    inpaint``, ``asuka run-benchmark`` and the server use when no steps are given; an explicit
+    value wins; 50 for a folder without one."""
+    from asuka.pipeline import AsukaInpaintPipeline, load_pipeline, model_default_steps
+    from asuka.runner import run_benchmark
+    from asuka.testing import tiny_components, tiny_pipeline
+    from asuka.web import InpaintApp
+
+    folder = tmp_path / "few-step"
+    AsukaInpaintPipeline(**tiny_components(0), default_steps=3).save_pretrained(folder)
+    assert json.loads((folder / "model_index.json").read_text())["default_steps"] == 3
+    pipe = load_pipeline(folder, device="cpu")
+    assert pipe.default_num_inference_steps == 3 == model_default_steps(folder)
+    assert tiny_pipeline(0).default_num_inference_steps == 50
+    with pytest.raises(InputError, match="default_steps"):
+        AsukaInpaintPipeline(**tiny_components(0), default_steps=0)
+
+    calls = []
+    real = pipe.scheduler.set_timesteps
+    pipe.scheduler.set_timesteps = lambda n, **kw: (calls.append(n), real(n, **kw))[1]
+    photo, hole = _photo_and_hole(tmp_path)
+    pipe(photo, hole, output_type="np")
+    pipe(photo, hole, num_inference_steps=2, output_type="np")
+    assert calls == [3, 2]
+
+    out = tmp_path / "out.png"
+    argv = ["inpaint", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "-o", str(out), "--model",
+            str(folder), "--device", "cpu", "--threads", "1"]
+    assert main(argv) == 0 and provenance.read_recipe(PIL.Image.open(out))["steps"] == 3
+    assert main(argv + ["--steps", "2", "--overwrite"]) == 0
+    assert provenance.read_recipe(PIL.Image.open(out))["steps"] == 2
+
+    bench = tmp_path / "bench"
+    (bench / "images").mkdir(parents=True)
+    (bench / "masks").mkdir()
+    PIL.Image.open(tmp_path / "img.png").save(bench / "images" / "a.png")
+    PIL.Image.open(tmp_path / "mask.png").save(bench / "masks" / "a.png")
+    run_benchmark(str(folder), bench, tmp_path / "results", device="cpu")
+    assert json.loads((tmp_path / "results" / "run.json").read_text())["settings"]["steps"] == 3
+
+    app = InpaintApp(pipe, model_name="few-step", threads=1)
+    try:
+        assert app.info()["default_steps"] == 3
+    finally:
+        app.close()
+    capsys.readouterr()

@@ -584,7 +584,7 @@ def test_abandoned_jobs_are_cancelled(pipe):
 
 
 def test_results_are_bounded_in_time_and_memory(pipe):
-    app = _app(pipe, max_queue=3, result_ttl=1.0, max_result_bytes=12_000)
+    app = _app(pipe, max_queue=3, result_ttl=4.0, max_result_bytes=12_000)  # (TTL: room for a loaded machine)
     with _client(app) as c:
         ids = []
         for seed in range(3):
@@ -594,7 +594,7 @@ def test_results_are_bounded_in_time_and_memory(pipe):
         # each PNG is ~9 kB: only the newest fits in 12,000 bytes
         _error(c.get(f"/api/jobs/{ids[0]}/result"), 410, "dropped")
         assert c.get(f"/api/jobs/{ids[2]}/result").status_code == 200
-        time.sleep(1.2)
+        time.sleep(4.2)
         _error(c.get(f"/api/jobs/{ids[2]}"), 404, "expired")
     app.close()
 

@@ -27,9 +27,10 @@ from asuka.models.aligner import AsukaAligner
 from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
 from asuka.pipeline_base import (  # noqa: F401  (re-exported: the public names of this module since 0.1)
-    CONDITIONS, DECODERS, DEFAULT_CROP_MARGIN, DTYPES, OUTPUT_TYPES, PAD_MODES, AsukaPipelineBase,
-    AsukaPipelineOutput, cast_floating, component, composite_known, crop_box, feather_mask, from_working,
-    load_or_explain, load_pipeline, pad_to_multiple, resolve_device, resolve_dtype, shared_problems, to_working,
+    CONDITIONS, DECODERS, DEFAULT_CROP_MARGIN, DEFAULT_STEPS, DTYPES, OUTPUT_TYPES, PAD_MODES, AsukaPipelineBase,
+    AsukaPipelineOutput, cast_floating, check_default_steps, component, composite_known, crop_box, feather_mask, from_working,
+    load_or_explain, load_pipeline, model_default_steps, pad_to_multiple, resolve_device, resolve_dtype,
+    shared_problems, to_working,
     working_size)
 
 DEFAULT_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -68,11 +69,13 @@ class AsukaInpaintPipeline(AsukaPipelineBase):
         decoder: MaskConditionedDecoder | None = None,
         text_encoder=None,
         tokenizer=None,
+        default_steps: int | None = None,
     ):
         super().__init__()
         _check_compatible(mae, aligner, unet, vae, decoder, text_encoder)
         self.register_modules(mae=mae, aligner=aligner, unet=unet, vae=vae, scheduler=scheduler,
                               decoder=decoder, text_encoder=text_encoder, tokenizer=tokenizer)
+        self.register_to_config(default_steps=check_default_steps(default_steps))
 
     @property
     def working_resolution(self) -> int:

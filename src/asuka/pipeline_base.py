@@ -42,6 +42,9 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PAD_MODES = ("reflect", "replicate")
 #: Default context margin (pixels) around the hole in crop mode, as ``asuka inpaint --crop-margin``.
 DEFAULT_CROP_MARGIN = 64
+#: Denoising steps when neither the call nor the model folder (``default_steps`` in
+#: ``model_index.json``) says otherwise.
+DEFAULT_STEPS = 50
 
 
 @dataclass
@@ -122,6 +125,12 @@ class AsukaPipelineBase(DiffusionPipeline):
         """Crop mode's working side in pixels."""
         raise NotImplementedError
 
+    @property
+    def default_num_inference_steps(self) -> int:
+        """Steps when a call gives none: the model folder's ``default_steps`` (a model trained for
+        few-step sampling records what suits it), else :data:`DEFAULT_STEPS`."""
+        return int(self.config.get("default_steps") or DEFAULT_STEPS)
+
     def has_text_encoder(self) -> bool:
         raise NotImplementedError
 
@@ -155,7 +164,7 @@ class AsukaPipelineBase(DiffusionPipeline):
         self,
         image,
         mask_image,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         *,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -189,7 +198,8 @@ class AsukaPipelineBase(DiffusionPipeline):
                 See :mod:`asuka.io` for the accepted shapes. PIL and uint8 images are converted
                 to float only in the worked region.
             mask_image: the matching mask(s), 1 / white = hole (one mask is used for every image).
-            num_inference_steps: denoising steps.
+            num_inference_steps: denoising steps (default :attr:`default_num_inference_steps`:
+                the model's ``default_steps``, else 50).
             generator: one ``torch.Generator``, or one per output image (``len(image) *
                 num_images_per_prompt``); a batch with per-image generators equals single runs.
             latents: the initial noise at the working size (SD-1.5: ``(B, 4, h, w)``; FLUX:
@@ -252,7 +262,8 @@ class AsukaPipelineBase(DiffusionPipeline):
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             # the method's own options, passed to inpaint()
-            num_inference_steps=num_inference_steps,
+            num_inference_steps=(self.default_num_inference_steps if num_inference_steps is None
+                                 else num_inference_steps),
             condition=condition or ("text" if prompt is not None else "prior"),
             condition_weight=self.default_condition_weight if condition_weight is None else condition_weight,
             guidance_scale=self.default_guidance_scale if guidance_scale is None else guidance_scale,
@@ -699,26 +710,37 @@ def resolve_dtype(dtype: str = "auto", device: torch.device | str = "cpu",
     return DTYPES[dtype]
 
 
+def model_index(model: str | os.PathLike, **hub_kwargs) -> dict:
+    """A folder's or hub repo's ``model_index.json`` (``{}`` for a folder without one)."""
+    source = str(model)
+    index_path = os.path.join(source, "model_index.json")
+    try:
+        if os.path.isfile(index_path):
+            with open(index_path) as f:
+                return json.load(f)
+        if not os.path.exists(source):
+            return dict(DiffusionPipeline.load_config(source, **hub_kwargs))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load model {source}: {first_line(exc)}") from None
+    return {}
+
+
 def pipeline_class(model: str | os.PathLike, **hub_kwargs):
     """The pipeline class a folder or hub repo holds, from its ``model_index.json`` (SD-1.5 if unknown)."""
     from importlib import import_module
 
-    source = str(model)
-    index_path = os.path.join(source, "model_index.json")
-    name = "AsukaInpaintPipeline"
-    try:
-        if os.path.isfile(index_path):
-            with open(index_path) as f:
-                name = json.load(f).get("_class_name", name)
-        elif not os.path.exists(source):
-            config = DiffusionPipeline.load_config(source, **hub_kwargs)
-            name = config.get("_class_name", name)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load model {source}: {first_line(exc)}") from None
+    name = model_index(model, **hub_kwargs).get("_class_name", "AsukaInpaintPipeline")
     if name not in PIPELINES:
-        raise CheckpointError(f"model {source}: model_index.json names {name!r}, not an ASUKA pipeline "
+        raise CheckpointError(f"model {model}: model_index.json names {name!r}, not an ASUKA pipeline "
                               f"(expected one of {', '.join(PIPELINES)})")
     return getattr(import_module(PIPELINES[name]), name)
+
+
+def model_default_steps(model: str | os.PathLike, **hub_kwargs) -> int:
+    """The steps a model folder asks for when a call gives none (its ``default_steps``, else 50),
+    read without loading the model (what :attr:`AsukaPipelineBase.default_num_inference_steps`
+    of the loaded pipeline returns)."""
+    return int(model_index(model, **hub_kwargs).get("default_steps") or DEFAULT_STEPS)
 
 
 def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto", **kwargs):
@@ -821,3 +843,12 @@ def component(value, cls, name: str, **release_kwargs):
             return cls.from_release(path, **release_kwargs)
         raise CheckpointError(f"{name}: no such file or folder: {path}")
     raise InputError(f"{name}: expected a {cls.__name__}, a folder or a release file, got {type(value).__name__}")
+
+
+def check_default_steps(default_steps) -> int | None:
+    """A pipeline's ``default_steps`` argument: ``None`` or a positive int (kept in ``model_index.json``)."""
+    if default_steps is None:
+        return None
+    if isinstance(default_steps, bool) or not isinstance(default_steps, int) or default_steps < 1:
+        raise InputError(f"default_steps must be a positive int or None, got {default_steps!r}")
+    return int(default_steps)

@@ -30,7 +30,7 @@ from asuka.errors import CheckpointError, InputError
 from asuka.models.aligner import AsukaAligner
 from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
-from asuka.pipeline_base import (AsukaPipelineBase, cast_floating, component, first_line,
+from asuka.pipeline_base import (AsukaPipelineBase, cast_floating, check_default_steps, component, first_line,
                                  load_or_explain, shared_problems)
 
 DEFAULT_FLUX = "black-forest-labs/FLUX.1-Fill-dev"
@@ -84,12 +84,14 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         tokenizer=None,
         text_encoder_2=None,
         tokenizer_2=None,
+        default_steps: int | None = None,
     ):
         super().__init__()
         _check_compatible(mae, clip_aligner, t5_aligner, transformer, vae, decoder, text_encoder, text_encoder_2)
         self.register_modules(mae=mae, clip_aligner=clip_aligner, t5_aligner=t5_aligner, transformer=transformer,
                               vae=vae, scheduler=scheduler, decoder=decoder, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+        self.register_to_config(default_steps=check_default_steps(default_steps))
 
     @property
     def size_multiple(self) -> int:

@@ -287,7 +287,7 @@ def run_benchmark(
     data: str | os.PathLike,
     output: str | os.PathLike,
     *,
-    steps: int = 50,
+    steps: int | None = None,
     seed: int = 0,
     resolution: int | None = None,
     crop_margin: int | None = 64,
@@ -311,7 +311,8 @@ def run_benchmark(
             on ``device`` in ``dtype``), or an :class:`AsukaInpaintPipeline` instance (used as is).
         data: benchmark folder, see :func:`open_benchmark`.
         output: output folder (created); also holds ``run.json``.
-        steps: denoising steps. seed: run seed; item ``stem`` uses :func:`image_seed` ``(seed, stem)``.
+        steps: denoising steps (default: the model's, see
+            :func:`~asuka.pipeline_base.model_default_steps`). seed: run seed; item ``stem`` uses :func:`image_seed` ``(seed, stem)``.
         resolution: MISATO resolution folder (512 or 1024; default 512); must be None for a
             paired folder.
         crop_margin: crop mode as in ``asuka inpaint`` (the pipeline's ``padding_mask_crop``):
@@ -336,7 +337,8 @@ def run_benchmark(
         :class:`RunSummary` of this process. Items that cannot be read are reported there and
         left unfinished (a later run retries them); anything else (a model error) is raised.
     """
-    steps = _check_int("steps", steps, 1)
+    if steps is not None:
+        steps = _check_int("steps", steps, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
@@ -359,6 +361,13 @@ def run_benchmark(
             raise InputError(f"output folder {output} is the benchmark's input folder {inputs}; choose another one")
     if isinstance(model, (str, os.PathLike)):
         check_model_source(model)
+    if steps is None:  # the model's own default (its model_index.json's default_steps, else 50)
+        if isinstance(model, (str, os.PathLike)):
+            from asuka.pipeline_base import model_default_steps
+
+            steps = model_default_steps(model)
+        else:
+            steps = model.default_num_inference_steps
 
     # 2. Which process this is, and how the processes meet.
     process_index, num_processes, barrier, device = _topology(process_index, num_processes, barrier, device)

@@ -64,7 +64,8 @@ def register(subparsers) -> None:
     add_model_options(r)
     r.add_argument("--data", required=True, metavar="DIR", help="benchmark folder (see above)")
     r.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
-    r.add_argument("--steps", type=int, default=50, help="denoising steps")
+    r.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's own default_steps, else 50)")
     r.add_argument("--seed", type=int, default=42, help="run seed (each image: sha256(seed/stem))")
     add_crop_options(r)
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -55,7 +55,8 @@ def register(subparsers) -> None:
     p.add_argument("--ext", default=".png", help="output extension in folder mode")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (folder mode)")
     add_model_options(p)
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's own default_steps, else 50)")
     p.add_argument("--seed", type=int, default=42, help="seed of each image's noise")
     p.add_argument("--no-composite", action="store_true",
                    help="keep the model's output everywhere (default: paste the known pixels back)")
@@ -126,7 +127,7 @@ def run(args) -> int:
 
     jobs = _jobs(args)
     args.model = resolve_model(args.model)
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
     margin = crop_margin(args)
     folder_mode = args.images is not None
@@ -152,6 +153,8 @@ def run(args) -> int:
     set_threads(args.threads)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=folder_mode)
+    if args.steps is None:
+        args.steps = pipe.default_num_inference_steps
     options = dict(
         num_inference_steps=args.steps, condition=args.condition, prompt=args.prompt, decoder=args.decoder,
         composite=not args.no_composite, feather=args.feather, full_image=args.full_image,

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface; then a token is required)")
     p.add_argument("--port", type=int, default=7860, help="port (0: any free port)")
-    p.add_argument("--steps", type=int, default=50, help="default denoising steps (the page can change them)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="default denoising steps, the page can change them (default: the model's default_steps, else 50)")
     p.add_argument("--max-steps", type=int, default=500, help="most steps a request may ask for")
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="largest request body accepted, MiB")
     p.add_argument("--max-megapixels", type=float, default=50.0,
@@ -65,7 +66,7 @@ def start(args):
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
-    if args.steps < 1 or args.max_steps < args.steps:
+    if args.steps is not None and (args.steps < 1 or args.max_steps < args.steps):
         raise InputError(f"--steps must be in [1, --max-steps={args.max_steps}], got {args.steps}")
     for flag in ("max_upload_mb", "max_megapixels", "max_work_megapixels", "result_ttl", "upload_timeout"):
         if not getattr(args, flag) > 0:
@@ -96,7 +97,8 @@ def start(args):
             require_watermark()
             print(WATERMARK_NOTE, file=sys.stderr)
         server.app = InpaintApp(
-            pipe, model_name=str(args.model), default_steps=args.steps, max_steps=args.max_steps,
+            pipe, model_name=str(args.model), max_steps=args.max_steps,
+            default_steps=min(pipe.default_num_inference_steps, args.max_steps) if args.steps is None else args.steps,
             max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
             max_work_pixels=int(args.max_work_megapixels * 1e6), crop_margin=args.crop_margin,
             max_queue=args.max_queue, result_ttl=args.result_ttl, upload_timeout=args.upload_timeout,

@@ -140,7 +140,8 @@ class InpaintApp:
     Args:
         pipe: the pipeline (loaded once; jobs use it one at a time).
         model_name: shown on the page (only its last path component is shown).
-        default_steps, max_steps: denoising steps when a request gives none / at most.
+        default_steps, max_steps: denoising steps when a request gives none (default: the
+            model's, ``pipe.default_num_inference_steps``, at most ``max_steps``) / at most.
         max_upload_bytes: request bodies above this are refused (413).
         max_pixels: images and masks with more pixels are refused (413), from the file header.
         max_work_pixels: the most pixels of the region the model works on (413 above).
@@ -159,13 +160,15 @@ class InpaintApp:
             made again before each job (the machine's load changes).
     """
 
-    def __init__(self, pipe, *, model_name: str | None = None, default_steps: int = 50,
+    def __init__(self, pipe, *, model_name: str | None = None, default_steps: int | None = None,
                  max_steps: int = 500, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_work_pixels: int = DEFAULT_MAX_WORK_PIXELS,
                  crop_margin: int = 64, max_queue: int = 4, max_pending_bytes: int = 1 << 30,
                  result_ttl: float = 600.0, max_result_bytes: int = 256 << 20,
                  abandon_after: float = 20.0, upload_timeout: float = 30.0, watermark: bool = False,
                  threads: int | None = None):
+        if default_steps is None:
+            default_steps = min(pipe.default_num_inference_steps, max_steps)
         for name, value, low in (("default_steps", default_steps, 1), ("max_steps", max_steps, 1),
                                  ("max_upload_bytes", max_upload_bytes, 1), ("max_pixels", max_pixels, 1),
                                  ("max_work_pixels", max_work_pixels, 1), ("crop_margin", crop_margin, 0),
