@@ -1,5 +1,5 @@
 import sys
 
-from asuka.cli import main
+from asuka.cli import console
 
-sys.exit(main())
+sys.exit(console())

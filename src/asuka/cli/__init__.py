@@ -6,6 +6,10 @@ Each sub-command lives in its own module under :mod:`asuka.cli` and defines
   import time, so ``asuka --help`` stays fast), and sets ``func=run`` on it;
 * ``run(args) -> int`` -- does the work; heavy imports happen here.
 
+The process entry point is :func:`console` (the ``asuka`` script, ``python -m asuka``): it is
+:func:`main` plus the garbage-collector handling of :mod:`asuka.cli.startup`. Call :func:`main`
+in-process.
+
 Errors derived from :class:`asuka.errors.AsukaError` (and missing files) are printed as one
 line ``asuka: error: ...`` with exit code 2; anything else is a bug and keeps its traceback.
 """
@@ -57,6 +61,7 @@ _EXTRAS = {"transformers": "text", "torchvision": "train,eval", "lpips": "train,
 
 def main(argv: list[str] | None = None) -> int:
     from asuka import threads
+    from asuka.cli import startup
     from asuka.errors import AsukaError
 
     threads.mark()  # the window over which --threads' default measures the machine's load
@@ -66,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if not getattr(args, "ends_startup", False):  # inpaint and serve release after their model load
+            startup.release()
         # Every command that runs torch has --threads; inpaint and serve apply it themselves,
         # after checking their inputs (bad input fails before torch is imported).
         if hasattr(args, "threads") and not getattr(args, "sets_threads", False):
@@ -84,7 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("asuka: interrupted", file=sys.stderr)
         return 130
+    finally:
+        startup.release()  # an error before a command's own release() must not leave the collector off
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The ``asuka`` command as a process: :func:`main` with Python's garbage collector paused
+    during start-up and its final collections skipped at exit (:mod:`asuka.cli.startup`:
+    together about 1.7 s of a 5 s ``asuka inpaint``). The process ends after this returns."""
+    from asuka.cli import startup
+
+    startup.hold()
+    try:
+        return main(argv)
+    finally:
+        startup.at_exit()
 
 
 if __name__ == "__main__":  # python -m asuka.cli
-    sys.exit(main())
+    sys.exit(console())

@@ -76,7 +76,7 @@ def register(subparsers) -> None:
     p.add_argument("--decoder", choices=("asuka", "vae"), default=None,
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     add_watermark_option(p)
-    p.set_defaults(func=run, sets_threads=True)
+    p.set_defaults(func=run, sets_threads=True, ends_startup=True)
 
 
 def _jobs(args) -> list[tuple[Path, Path, Path]]:
@@ -144,6 +144,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from asuka import io, provenance
+    from asuka.cli import startup
     from asuka.threads import set_threads
     from asuka.pipeline import load_pipeline
 
@@ -153,6 +154,7 @@ def run(args) -> int:
     set_threads(args.threads)
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
     pipe.set_progress_bar_config(disable=folder_mode)
+    startup.release()  # imports and model load done: the collector resumes (asuka.cli.startup)
     if args.steps is None:
         args.steps = pipe.default_num_inference_steps
     options = dict(

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--open", action="store_true", help="open the page in the default browser")
     p.add_argument("--quiet", action="store_true", help="do not log requests")
     add_watermark_option(p)
-    p.set_defaults(func=run, sets_threads=True)  # the app sets the threads before each job
+    p.set_defaults(func=run, sets_threads=True, ends_startup=True)  # the app sets the threads before each job
 
 
 def start(args):
@@ -91,6 +91,9 @@ def start(args):
         print(f"asuka: loading {args.model} ...", file=sys.stderr, flush=True)
         pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
         pipe.set_progress_bar_config(disable=True)
+        from asuka.cli import startup
+
+        startup.release()  # imports and model load done: the collector resumes (asuka.cli.startup)
         if args.watermark:
             from asuka.provenance import require_watermark
 
