@@ -186,6 +186,30 @@ def test_crop_box_square_around_hole_and_clamped():
     assert working_size((50, 60), 64) == (50, 60)
 
 
+def test_crop_box_takes_numpy_masks_and_its_box_is_its_own_crop_box():
+    """``asuka serve`` calls crop_box on the uploaded bool mask (no float copy) and hands the
+    pipeline only that box: numpy and torch masks agree, and inside the box the box is all."""
+    from asuka.pipeline_base import hole_bbox
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        height, width = (int(v) for v in rng.integers(1, 160, size=2))
+        y0, x0 = int(rng.integers(0, height)), int(rng.integers(0, width))
+        y1, x1 = int(rng.integers(y0 + 1, height + 1)), int(rng.integers(x0 + 1, width + 1))
+        hole = np.zeros((height, width), bool)
+        hole[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < 0.3
+        hole[y0, x0] = hole[y1 - 1, x1 - 1] = True  # the bounding box is exactly (y0, y1, x0, x1)
+        margin, resolution = int(rng.integers(0, 20)), int(rng.integers(1, 100))
+        assert hole_bbox(hole) == hole_bbox(torch.from_numpy(hole)) == (y0, y1, x0, x1)
+        box = crop_box(hole, margin, resolution)
+        assert box == crop_box(torch.from_numpy(hole).float(), margin, resolution)
+        top, left, h, w = box
+        assert top <= y0 and y1 <= top + h and left <= x0 and x1 <= left + w  # holds the hole
+        assert crop_box(hole[top:top + h, left:left + w], margin, resolution) == (0, 0, h, w)
+    with pytest.raises(ValueError, match="no hole"):
+        crop_box(np.zeros((4, 4), bool), 8, 64)
+
+
 def test_crop_mode_works_at_working_resolution_and_pastes_only_the_hole(pipe, working_shapes):
     image = _image(3, 200, 300)
     mask = torch.zeros(1, 1, 200, 300)

@@ -229,7 +229,8 @@ def test_crop_region_equals_the_pipelines_whole_image_crop_mode(pipe):
             reference = pipe(image, mask, num_inference_steps=2, generator=torch.Generator().manual_seed(5),
                              padding_mask_crop=8, feather=2.0).images[0]
             assert np.array_equal(web, np.asarray(reference))
-        assert gated.sizes[0] == (100, 110) and max(w * h for w, h in gated.sizes) < 300 * 420
+        # The region is the pipeline's crop box itself: max(bbox + 2 * 8, 64) square, clamped.
+        assert gated.sizes == [(64, 64)] * 3 + [(276, 276)]
     finally:
         app.close()
 
@@ -245,12 +246,16 @@ def test_large_photo_with_small_hole_only_converts_the_region(pipe):
     try:
         result = app.run(app.prepare(_png(image), _png(mask), {"seed": 0}))
         assert (result.width, result.height) == (3000, 2000)
-        assert gated.sizes == [(110, 120)]  # the region around the hole (64 px crop box + its slack), not 6 MP
+        assert gated.sizes == [(64, 64)]  # the pipeline's 64 px crop box around the hole, not 6 MP
         out = _decode(result.png)
         assert np.array_equal(out[mask == 0], image[mask == 0])
         with pytest.raises(InputError, match="full_image=true. is 3000x2000 = 6,000,000 pixels") as info:
             app.prepare(_png(image), _png(mask), {"full_image": "true"})
         assert info.value.status == 413 and info.value.field == "full_image"
+        mask[:200, :150] = 255  # a bounding box of 1520 x 1010 (with the small hole): too large a crop box
+        with pytest.raises(InputError, match=r"around the hole .* is 1552x1552 = 2,408,704 pixels") as info:
+            app.prepare(_png(image), _png(mask), {})
+        assert info.value.status == 413 and info.value.field == "mask"
     finally:
         app.close()
 

@@ -6,7 +6,7 @@
   resize / pad to the backbone's multiple, batching of items that share a working size, the
   result pasted back, output formatting. Also the MAE prior step and the package recording
   that lets diffusers reload our components.
-* geometry helpers: :func:`crop_box`, :func:`working_size`, :func:`to_working`,
+* geometry helpers: :func:`hole_bbox`, :func:`crop_box`, :func:`working_size`, :func:`to_working`,
   :func:`pad_to_multiple`, :func:`from_working`, :func:`feather_mask`, :func:`composite_known`.
 * loading helpers: :func:`load_pipeline` (either pipeline, chosen from ``model_index.json``),
   :func:`resolve_device`, :func:`resolve_dtype`, :func:`cast_floating`.
@@ -573,7 +573,23 @@ def _stack_if_same(tensors: list[torch.Tensor]):
 # --------------------------------------------------------------------------------------------
 # Helpers: geometry (crop around the hole, resize, pad, paste back, composite)
 # --------------------------------------------------------------------------------------------
-def crop_box(mask: torch.Tensor, margin: int, resolution: int) -> tuple[int, int, int, int]:
+def hole_bbox(mask) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)`` (ends exclusive) of the hole's bounding box in an ``(H, W)`` mask.
+
+    ``mask`` is a torch tensor or a numpy array (bool or numbers; nonzero = hole); numpy masks
+    are never converted, so a full-size uint8 / bool photo mask costs no float copy.
+    Raises :class:`ValueError` for a mask with no hole.
+    """
+    if isinstance(mask, np.ndarray):
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    else:
+        rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
+    if len(rows) == 0:
+        raise ValueError("the mask has no hole: no bounding box")
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def crop_box(mask, margin: int, resolution: int) -> tuple[int, int, int, int]:
     """The region worked on in crop mode: ``(top, left, height, width)``.
 
     A square of side ``max(hole bbox + 2 * margin, resolution)`` centred on the hole's bounding
@@ -581,14 +597,16 @@ def crop_box(mask: torch.Tensor, margin: int, resolution: int) -> tuple[int, int
     shifted inside the image. So a small hole in a large photo gets a ``resolution``-sized
     region of native pixels, and a large hole gets a region that holds it with ``margin``.
 
+    The box holds the whole bounding box, so cropping it out and asking again gives the whole
+    crop: ``crop_box(mask[box], ...) == (0, 0, h, w)`` (``asuka serve`` relies on this to hand
+    the pipeline only the box of a large photo).
+
     Args:
-        mask: ``(H, W)``, 1 / True = hole, not empty.
+        mask: ``(H, W)`` torch tensor or numpy array, nonzero / True = hole, not empty.
     """
     height, width = mask.shape
-    rows = torch.nonzero(mask.any(dim=1)).flatten()
-    cols = torch.nonzero(mask.any(dim=0)).flatten()
-    y0, y1 = int(rows[0]) - margin, int(rows[-1]) + 1 + margin
-    x0, x1 = int(cols[0]) - margin, int(cols[-1]) + 1 + margin
+    y0, y1, x0, x1 = hole_bbox(mask)
+    y0, y1, x0, x1 = y0 - margin, y1 + margin, x0 - margin, x1 + margin
     side = max(y1 - y0, x1 - x0, resolution)
     h, w = min(side, height), min(side, width)
     top = min(max(int(round((y0 + y1 - h) / 2)), 0), height - h)

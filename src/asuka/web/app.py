@@ -9,8 +9,8 @@ Memory is bounded by what a request may ask for:
 
 * an image's pixel count is read from its file header and checked before it is decoded;
   decoding is uint8, one upload at a time;
-* the model sees only a region around the hole (crop mode: the pipeline's own crop lies inside
-  it), so a 50 MP photo with a small hole never becomes a full-size float tensor; the region
+* the model sees only a region around the hole (crop mode: the pipeline's own crop box, cut out
+  of the uint8 picture), so a 50 MP photo with a small hole never becomes a full-size float tensor; the region
   (and a whole-image run) is limited to ``max_work_pixels``;
 * the queue holds at most ``max_queue`` jobs and ``max_pending_bytes`` of decoded inputs;
   finished results are kept ``result_ttl`` seconds and at most ``max_result_bytes`` in total.
@@ -245,21 +245,23 @@ class InpaintApp:
         height, width = hole.shape
         resolution = int(self.pipe.working_resolution)
         if not hole.any():
-            region, side = (0, 0, 0, 0), (height, width)
+            region = (0, 0, 0, 0)
         elif full_image:
-            region, side = (0, 0, height, width), (height, width)
+            region = (0, 0, height, width)
         else:
-            region, side = hole_region(hole, self.crop_margin, resolution)
+            region = hole_region(hole, self.crop_margin, resolution)
         if region[2] * region[3] > self.max_work_pixels:
             what = ("the whole image (full_image=true)" if full_image else
-                    "the region around the hole (its bounding box plus the crop margin)")
+                    "the region around the hole (its bounding box plus the crop margin, at least the model's "
+                    f"{resolution} px square)")
             raise WebError(413, f"{what} is {region[3]}x{region[2]} = {region[2] * region[3]:,} pixels; this "
                                 f"server works on at most {self.max_work_pixels:,} pixels at once; use a smaller "
                                 "hole" + ("" if full_image else " or image") +
                                 (", or crop mode (full_image=false)" if full_image else ""),
                            field="full_image" if full_image else "mask")
         # The pipeline blurs the paste-back weight inside the region it works on (the crop box,
-        # at least `side`): a seam wider than that region cannot be drawn.
+        # or the whole image): a seam wider than that region cannot be drawn.
+        side = region[2:] if region[2] else (height, width)
         max_feather = max(0, min(side) - 1)
         if feather > max_feather:
             raise WebError(400, f"feather must be a number in [0, {max_feather}] pixels for this image and "
@@ -527,7 +529,7 @@ class InpaintApp:
             set_threads(self.threads)
             try:
                 # Crop mode (padding_mask_crop) explicitly, on the region: the pipeline's own
-                # crop box lies inside it, so the result equals a whole-image call.
+                # crop box on it is all of it, so the result equals a whole-image call.
                 out = self.pipe(
                     crop, spec.hole, num_inference_steps=spec.steps,
                     generator=torch.Generator().manual_seed(spec.seed), composite=spec.composite,
@@ -549,23 +551,17 @@ class InpaintApp:
 # --------------------------------------------------------------------------------------------
 # Geometry and masks (uint8 / bool: no float copies of full-size pictures)
 # --------------------------------------------------------------------------------------------
-def hole_region(hole: np.ndarray, margin: int, resolution: int):
-    """The region to hand the pipeline in crop mode, and the side of its crop box.
+def hole_region(hole: np.ndarray, margin: int, resolution: int) -> tuple[int, int, int, int]:
+    """The region to hand the pipeline in crop mode: ``(top, left, height, width)``.
 
-    The pipeline's crop box is a square of side ``s = max(bbox + 2 * margin, resolution)``
-    centred on the hole's bounding box and shifted inside the image; it lies within the bounding
-    box grown by ``s - bbox + 1`` on each side, so cutting that region out first changes
-    nothing. Returns ``((top, left, height, width), (box height, box width))``.
+    It is the pipeline's own crop box (:func:`asuka.pipeline_base.crop_box`, one definition of
+    the geometry) computed on the whole ``(H, W)`` bool mask, without any float copy. Inside
+    that region the pipeline's crop box is the whole region (it holds the hole's bounding box,
+    whose size alone sets the box's side), so the answer equals a whole-image call in crop mode.
     """
-    height, width = hole.shape
-    rows = np.flatnonzero(hole.any(axis=1))
-    cols = np.flatnonzero(hole.any(axis=0))
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    side = max(y1 - y0 + 2 * margin, x1 - x0 + 2 * margin, resolution)
-    grow_y, grow_x = side - (y1 - y0) + 1, side - (x1 - x0) + 1
-    top, bottom = max(0, y0 - grow_y), min(height, y1 + grow_y)
-    left, right = max(0, x0 - grow_x), min(width, x1 + grow_x)
-    return (top, left, bottom - top, right - left), (min(side, height), min(side, width))
+    from asuka.pipeline_base import crop_box  # torch: imported with the model, not with asuka.web
+
+    return crop_box(hole, margin, resolution)
 
 
 _LEAN_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
