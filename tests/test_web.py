@@ -413,6 +413,55 @@ def test_stalled_upload_is_408(pipe):
     app.close()
 
 
+def test_trickling_upload_gets_408_at_the_whole_body_deadline_on_a_live_socket(pipe):
+    """A byte every 0.05 s never stalls for upload_timeout (0.5 s), yet the body must be complete
+    upload_deadline (1.5 s) after its headers: 408 then, no job, and other clients are served."""
+    app = _app(pipe, upload_timeout=0.5, upload_deadline=1.5)
+    server = make_server(app, "127.0.0.1", 0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert server.started.wait(20)
+        port = server.server_address[1]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+        sock.sendall((f"POST /api/inpaint HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 100000\r\n"
+                      "Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n").encode())
+        started, answer, sent = time.monotonic(), b"", 0
+        sock.settimeout(0.05)
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < 20:
+            try:
+                sock.sendall(b"a")
+                sent += 1
+            except OSError:  # the server answered and closed; read what it sent
+                pass
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+            if sent == 5:  # meanwhile the server answers others at once
+                assert _get(server, "/api/info")[0] == 200
+        elapsed = time.monotonic() - started
+        sock.settimeout(5)
+        answer = _recv_answer_from(sock, answer)
+        sock.close()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        assert 1.5 <= elapsed < 10, elapsed  # the deadline, not the stall limit, and not later
+        body = json.loads(answer.split("\r\n\r\n", 1)[1])
+        assert "whole request body must arrive within 1.5 s" in body["error"] and " of 100,000 bytes" in body["error"]
+        assert sent > 10 and not app._jobs
+        status, info = _get(server, "/api/info")
+        assert status == 200 and json.loads(info)["upload_deadline"] == 1.5
+    finally:
+        server.shutdown()
+        thread.join(timeout=20)
+        server.server_close()
+
+
 # ------------------------------------------------------------------ routes, methods, security
 def test_unknown_routes_404_and_other_methods_405_with_allow(client):
     _error(client.get("/nope"), 404, "no such page: /nope")
@@ -490,6 +539,8 @@ def test_app_checks_its_limits(pipe):
         InpaintApp(pipe, max_upload_bytes=0)
     with pytest.raises(InputError, match="abandon_after must be a number of seconds > 0"):
         InpaintApp(pipe, abandon_after=0)
+    with pytest.raises(InputError, match="upload_deadline must be a number of seconds > 0, got inf"):
+        InpaintApp(pipe, upload_deadline=float("inf"))
 
 
 # ------------------------------------------------------------------ jobs
@@ -665,7 +716,11 @@ def test_a_client_that_leaves_cancels_its_job(live):
 
 def _recv_answer(sock) -> str:
     """One whole HTTP answer from a raw socket (headers and body may come in separate packets)."""
-    data = b""
+    return _recv_answer_from(sock, b"")
+
+
+def _recv_answer_from(sock, data: bytes) -> str:
+    """:func:`_recv_answer`, given the answer's first ``data`` already read."""
     while True:
         head, sep, body = data.partition(b"\r\n\r\n")
         if sep:
@@ -775,6 +830,7 @@ def test_cli_beyond_loopback_requires_a_token(tmp_path, pipe):
     (["--model", "m", "--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
     (["--model", "m", "--max-megapixels", "-1"], "--max-megapixels must be > 0"),
     (["--model", "m", "--max-queue", "-1"], "--max-queue must be >= 0"),
+    (["--model", "m", "--upload-deadline", "0"], "--upload-deadline must be > 0, got 0.0"),
     (["--model", "m", "--token", "short"], "--token must have at least 8 characters"),
 ])
 def test_cli_checks_options_before_loading(argv, needle):

@@ -45,7 +45,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait; more are answered 503")
     p.add_argument("--result-ttl", type=float, default=600.0, help="seconds a finished result is kept")
     p.add_argument("--upload-timeout", type=float, default=30.0,
-                   help="seconds an upload may stall before it is answered 408")
+                   help="seconds an upload may stall (nothing arrives) before it is answered 408")
+    p.add_argument("--upload-deadline", type=float, default=300.0,
+                   help="seconds a whole request body may take, however steadily it trickles in; then 408 "
+                   "(the default passes 64 MiB at ~220 KiB/s)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another host name the server answers to (repeatable; '*' for any); loopback "
                    "names and --host are always allowed")
@@ -68,7 +71,8 @@ def start(args):
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
     if args.steps is not None and (args.steps < 1 or args.max_steps < args.steps):
         raise InputError(f"--steps must be in [1, --max-steps={args.max_steps}], got {args.steps}")
-    for flag in ("max_upload_mb", "max_megapixels", "max_work_megapixels", "result_ttl", "upload_timeout"):
+    for flag in ("max_upload_mb", "max_megapixels", "max_work_megapixels", "result_ttl", "upload_timeout",
+                 "upload_deadline"):
         if not getattr(args, flag) > 0:
             raise InputError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     if args.crop_margin < 0:
@@ -105,7 +109,7 @@ def start(args):
             max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
             max_work_pixels=int(args.max_work_megapixels * 1e6), crop_margin=args.crop_margin,
             max_queue=args.max_queue, result_ttl=args.result_ttl, upload_timeout=args.upload_timeout,
-            watermark=args.watermark, threads=args.threads)
+            upload_deadline=args.upload_deadline, watermark=args.watermark, threads=args.threads)
     except BaseException:
         server.server_close()
         raise

@@ -44,6 +44,10 @@ DEFAULT_MAX_PIXELS = 50_000_000
 #: The most pixels the model's input region may have (crop region or whole image): its float
 #: copies cost ~12 bytes per pixel each.
 DEFAULT_MAX_WORK_PIXELS = 8_000_000
+#: Seconds an upload may stall (nothing arrives) / the most seconds a whole request body may take.
+DEFAULT_UPLOAD_TIMEOUT = 30.0
+#: 300 s: a 64 MiB body needs ~220 KiB/s on average; a 20 MB photo ~70 KB/s.
+DEFAULT_UPLOAD_DEADLINE = 300.0
 MAX_SEED = 2**31 - 1
 #: Options an inpainting request understands, besides the ``image`` and ``mask`` files.
 INPAINT_OPTIONS = ("steps", "seed", "composite", "feather", "full_image", "resize_mask")
@@ -152,8 +156,10 @@ class InpaintApp:
         max_result_bytes: total size of kept result PNGs; the oldest go first.
         abandon_after: seconds without any client interest after which a queued or running
             job is cancelled (a page that was closed or reloaded).
-        upload_timeout: seconds an upload may stall before it is answered 408 (used by the
-            HTTP layer; reported in :meth:`info`).
+        upload_timeout: seconds an upload may stall (nothing arrives) before it is answered 408.
+        upload_deadline: seconds a whole request body may take, counted from the end of its
+            headers, however steadily it trickles in; then 408. Both are enforced by the HTTP
+            layer and reported in :meth:`info`.
         watermark: hide asuka's invisible watermark in every answer (:mod:`asuka.provenance`;
             it changes every pixel slightly). Every answer carries its recipe as PNG metadata.
         threads: torch CPU threads per job; None: :func:`asuka.threads.set_threads`' choice,
@@ -165,7 +171,8 @@ class InpaintApp:
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_work_pixels: int = DEFAULT_MAX_WORK_PIXELS,
                  crop_margin: int = 64, max_queue: int = 4, max_pending_bytes: int = 1 << 30,
                  result_ttl: float = 600.0, max_result_bytes: int = 256 << 20,
-                 abandon_after: float = 20.0, upload_timeout: float = 30.0, watermark: bool = False,
+                 abandon_after: float = 20.0, upload_timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+                 upload_deadline: float = DEFAULT_UPLOAD_DEADLINE, watermark: bool = False,
                  threads: int | None = None):
         if default_steps is None:
             default_steps = min(pipe.default_num_inference_steps, max_steps)
@@ -177,7 +184,7 @@ class InpaintApp:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
         for name, value in (("result_ttl", result_ttl), ("abandon_after", abandon_after),
-                            ("upload_timeout", upload_timeout)):
+                            ("upload_timeout", upload_timeout), ("upload_deadline", upload_deadline)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"{name} must be a number of seconds > 0, got {value!r}")
         if default_steps > max_steps:
@@ -190,6 +197,7 @@ class InpaintApp:
         self.crop_margin, self.max_queue, self.max_pending_bytes = crop_margin, max_queue, max_pending_bytes
         self.result_ttl, self.max_result_bytes = float(result_ttl), max_result_bytes
         self.abandon_after, self.upload_timeout = float(abandon_after), float(upload_timeout)
+        self.upload_deadline = float(upload_deadline)
         self.watermark, self.threads = bool(watermark), threads
 
         self._lock = threading.Condition()
@@ -215,6 +223,7 @@ class InpaintApp:
             "max_pixels": self.max_pixels, "max_work_pixels": self.max_work_pixels,
             "crop_margin": self.crop_margin, "max_queue": self.max_queue,
             "result_ttl": self.result_ttl, "upload_timeout": self.upload_timeout,
+            "upload_deadline": self.upload_deadline,
             "options": list(INPAINT_OPTIONS), "watermark": self.watermark,
         }
 

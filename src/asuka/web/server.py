@@ -19,8 +19,9 @@ Routes (OpenAPI docs at ``/docs``)
 Inputs: ``multipart/form-data`` (files ``image``, ``mask``) or ``application/json`` (base64 or
 ``data:`` URLs); options ``steps``, ``seed``, ``composite``, ``feather``, ``full_image``,
 ``resize_mask`` (see :mod:`asuka.web.app`). Errors are JSON ``{"error": message, "field": name}``:
-400 bad input, 401 missing token, 403 cross-site, 404, 405 (with ``Allow``), 408 stalled upload,
-409 result not ready, 413 too large, 503 busy (with ``Retry-After``); 500 only for bugs (no
+400 bad input, 401 missing token, 403 cross-site, 404, 405 (with ``Allow``), 408 stalled or too
+slow upload (nothing for ``upload_timeout`` s, or the body not complete ``upload_deadline`` s
+after its headers), 409 result not ready, 413 too large, 503 busy (with ``Retry-After``); 500 only for bugs (no
 details; the traceback goes to the log).
 
 Security: requests must carry an allowed ``Host`` (DNS rebinding), state-changing requests must
@@ -48,7 +49,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from asuka.web.app import FINAL_STATES, INPAINT_OPTIONS, InpaintApp, WebError
+from asuka.web.app import (DEFAULT_UPLOAD_DEADLINE, DEFAULT_UPLOAD_TIMEOUT, FINAL_STATES, INPAINT_OPTIONS,
+                           InpaintApp, WebError)
 
 log = logging.getLogger("asuka.web")
 
@@ -109,8 +111,9 @@ class _BodyError(Exception):
 # The guard: a plain ASGI middleware in front of everything
 # --------------------------------------------------------------------------------------------
 class _Guard:
-    """Host allow-list, same-origin and token checks, then the body limits (bytes and stall
-    time) enforced while the body is read, so no route sees more than ``max_upload_bytes``."""
+    """Host allow-list, same-origin and token checks, then the body limits (bytes, stall time
+    and total time) enforced while the body is read, so no route sees more than
+    ``max_upload_bytes`` nor waits on a body longer than ``upload_deadline``."""
 
     def __init__(self, app, *, state):
         self.app, self.state = app, state
@@ -141,7 +144,8 @@ class _Guard:
                            f"the request body is {length} bytes; this server accepts at most {limit:,} bytes"
                            if length.isdigit() else "invalid Content-Length header", {"Connection": "close"})
             else:
-                receive = _limited_receive(receive, limit, self.state.upload_timeout())
+                receive = _limited_receive(receive, limit, self.state.upload_timeout(),
+                                           self.state.upload_deadline(), length)
         if refusal is not None:
             status, message, extra = refusal
             await _send_json(send, status, {"error": message, "field": None}, extra)
@@ -174,17 +178,32 @@ def _token_ok(headers: dict, token: str) -> bool:
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), token.encode())
 
 
-def _limited_receive(receive, limit: int, timeout: float):
+def _limited_receive(receive, limit: int, timeout: float, deadline: float, length: str | None = None):
+    """``receive`` for a request body: 413 past ``limit`` bytes, 408 when nothing arrives for
+    ``timeout`` s or the body is not complete ``deadline`` s from now (a body trickling in a
+    byte at a time within ``timeout`` still ends)."""
     received, done = 0, False
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + deadline
+
+    def too_slow():
+        of = f" of {int(length):,}" if length is not None else ""
+        return _BodyError(408, f"the upload took too long: the whole request body must arrive within "
+                               f"{deadline:g} s; {received:,}{of} bytes came")
 
     async def wrapped():
         nonlocal received, done
         if done:  # the body is complete: now only a disconnect can come, with no time limit
             return await receive()
+        left = ends - loop.time()
+        if left <= 0:
+            raise too_slow()
         try:
-            message = await asyncio.wait_for(receive(), timeout)
+            message = await asyncio.wait_for(receive(), min(timeout, left))
         except asyncio.TimeoutError:
-            raise _BodyError(408, f"the upload stalled: nothing arrived for {timeout:g} s") from None
+            if timeout < left:
+                raise _BodyError(408, f"the upload stalled: nothing arrived for {timeout:g} s") from None
+            raise too_slow() from None
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
@@ -224,7 +243,10 @@ class _State:
         return self.app.max_upload_bytes if self.app is not None else 1 << 20
 
     def upload_timeout(self) -> float:
-        return self.app.upload_timeout if self.app is not None else 30.0
+        return self.app.upload_timeout if self.app is not None else DEFAULT_UPLOAD_TIMEOUT
+
+    def upload_deadline(self) -> float:
+        return self.app.upload_deadline if self.app is not None else DEFAULT_UPLOAD_DEADLINE
 
 
 def create_app(app: InpaintApp | None = None, security: Security | None = None):
