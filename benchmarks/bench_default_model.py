@@ -2,7 +2,7 @@
 """End-to-end time of `asuka inpaint`'s default model on this machine's CPU.
 
 A 512 x 512 photo with a centred 256 x 256 hole (25% of the pixels), the CLI's defaults (crop
-mode with a 64 px margin, 50 DDIM steps, the ASUKA decoder), timed as the user sees it:
+mode with a 64 px margin, the model's default DDIM steps, the ASUKA decoder), timed as the user sees it:
 
 * ``load``: ``load_pipeline`` of the shipped folder (asuka/pretrained/asuka-small);
 * ``call``: one ``pipe(image, mask)`` (crop, MAE prior, aligner, UNet loop, decoder, paste back);
@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: asuka.threads' choice)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (the CLI's default: 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps (default: the CLI's, i.e. the model's default_steps)")
     p.add_argument("--image", default=None,
                    help="a photo (centre-cropped and resized to 512); default data/photos/eval/512/"
                         "skimage-astronaut.png, else scikit-image's astronaut")
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
 
     args.threads = set_threads(args.threads)
     from asuka.cli.inpaint import default_model
-    from asuka.pipeline import load_pipeline
+    from asuka.pipeline import load_pipeline, model_default_steps
 
     path = Path(args.image) if args.image else ROOT / "data/photos/eval/512/skimage-astronaut.png"
     if path.is_file():
@@ -59,8 +60,9 @@ def main(argv=None) -> int:
     mask = np.zeros((512, 512), np.uint8)
     mask[128:384, 128:384] = 255
     mask_img = Image.fromarray(mask)
+    steps = args.steps or model_default_steps(default_model())
     print(f"input: 512x512 photo ({path.name if path.is_file() else 'skimage astronaut'}), hole "
-          f"{(mask > 0).mean():.0%}, {args.steps} steps, {args.threads} torch threads, CPU: {os.cpu_count()} cores")
+          f"{(mask > 0).mean():.0%}, {steps} steps, {args.threads} torch threads, CPU: {os.cpu_count()} cores")
 
     model = default_model()
     t = time.perf_counter()
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     calls = []
     for r in range(args.repeats + 1):  # the first call warms up
         t = time.perf_counter()
-        out = pipe(photo, mask_img, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(42),
+        out = pipe(photo, mask_img, num_inference_steps=steps, generator=torch.Generator().manual_seed(42),
                    padding_mask_crop=64).images[0]
         if r:
             calls.append(time.perf_counter() - t)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "asuka", "inpaint", str(Path(tmp) / "in.png"),
                             str(Path(tmp) / "mask.png"), "-o", str(Path(tmp) / "out.png"),
-                            "--steps", str(args.steps), "--threads", str(args.threads)],
+                            "--steps", str(steps), "--threads", str(args.threads)],
                            check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             clis.append(time.perf_counter() - t)
 

@@ -37,7 +37,12 @@ def main(argv=None) -> int:
                    "src/asuka/pretrained/asuka-small to ship it)")
     p.add_argument("--ablations-out", default=None,
                    help="default RUNS/asuka-small-ablations (src/asuka/pretrained/asuka-small-ablations to ship)")
+    p.add_argument("--default-steps", type=int, default=None,
+                   help="the denoising steps the folder asks for when a call gives none (model_index.json "
+                   "default_steps; chosen on validation photos, see MODEL_CARD.md); default: the pipeline's 50")
     args = p.parse_args(argv)
+    if args.default_steps is not None and args.default_steps < 1:
+        sys.exit(f"--default-steps must be >= 1, got {args.default_steps}")
     args.out = args.out or str(Path(args.runs) / "asuka-small")
     args.ablations_out = args.ablations_out or str(Path(args.runs) / "asuka-small-ablations")
     torch.set_num_threads(1)
@@ -53,6 +58,8 @@ def main(argv=None) -> int:
     pipe = load_pipeline(model, device="cpu", dtype="float32")
     if pipe.decoder is None:
         sys.exit(f"{model}: no decoder/ (train the decoder stage first)")
+    if args.default_steps is not None:
+        pipe.register_to_config(default_steps=args.default_steps)
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)
@@ -81,6 +88,7 @@ def main(argv=None) -> int:
     mask[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
     res = again(image, mask, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert res.images.shape == (1, 3, size, size) and torch.isfinite(res.images).all()
+    assert again.default_num_inference_steps == (args.default_steps or 50)
     for folder in (out, abl_out):
         print(f"{folder}: {folder_size(folder) / 2**20:.2f} MiB")
     return 0

@@ -384,7 +384,7 @@ for training, see `data/README.md`) x {k} MISATO-style masks each
 hole ratio {hole:.2f} ({hmin:.2f}-{hmax:.2f}). Every learned method runs as `asuka inpaint`
 with its defaults: crop mode (margin {margin} px) at the model's working resolution
 ({working} px; a larger region is resized down, inpainted, resized back and pasted), DDIM
-{steps} steps, no guidance, seed {seed}, known pixels pasted back, 8-bit output. OpenCV
+{steps} step(s) (the model's default), no guidance, seed {seed}, known pixels pasted back, 8-bit output. OpenCV
 runs at 512 px. Metrics on the composite: PSNR over the hole pixels; SSIM of the grey image;
 band colour error = mean CIEDE2000 to the ground truth over the hole pixels within {band} px of
 the known region, band colour cast = CIEDE2000 between the band's mean colours; boundary

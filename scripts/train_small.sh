@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Train the 128 px small ASUKA of configs/asuka-small-128 (successor of the shipped 64 px
-# src/asuka/pretrained/asuka-small), end to end, with the project's own commands
-# (`asuka train ...`, `asuka make-latent-aug`), then assemble the folders.
+# Train the shipped 128 px small ASUKA (src/asuka/pretrained/asuka-small; configs/asuka-small-128),
+# end to end, with the project's own commands (`asuka train ...`, `asuka make-latent-aug`), then
+# assemble the folders. The VAE and the UNet continue the 64 px model it replaced (commit f318a01).
 #
 #   python scripts/fetch_photos.py --out data/photos --crop-size 128 --crops-per-image 300 --seed 0
 #   bash scripts/train_small.sh                        # everything, two stages at a time
-#   RUNS=/work/runs/asuka-small-128 bash scripts/train_small.sh   # where the shipped model was trained
+#   # as the shipped model was run (MODEL_CARD.md), with the photos fetched to /work/runs/photos:
+#   RUNS=/work/runs/a128 DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
@@ -18,10 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VAE_STEPS=${VAE_STEPS:-400}
-MAE_STEPS=${MAE_STEPS:-2000}
-UNET_STEPS=${UNET_STEPS:-4000}
+MAE_STEPS=${MAE_STEPS:-5000}
+UNET_STEPS=${UNET_STEPS:-3000}
 ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
-DECODER_STEPS=${DECODER_STEPS:-800}   # decoder and decoder_noaug (ablation) alike
+DECODER_STEPS=${DECODER_STEPS:-3500}   # decoder and decoder_noaug (ablation) alike
+DEFAULT_STEPS=${DEFAULT_STEPS:-1}     # the folder's default denoising steps (chosen on validation views of training photos: MODEL_CARD.md)
 PARALLEL=${PARALLEL:-1}
 NICE=${NICE:-10}
 CFG=configs/asuka-small-128
@@ -96,5 +98,5 @@ fi
 
 # 4. assemble the folders (weights + configs + metrics of every stage) into $RUNS/asuka-small and
 #    $RUNS/asuka-small-ablations; shipping them is a separate, deliberate copy (TRAINING.md)
-python scripts/assemble_small.py --runs "$RUNS"
+python scripts/assemble_small.py --runs "$RUNS" --default-steps "$DEFAULT_STEPS"
 echo "[$(date +%T)] all stages done"

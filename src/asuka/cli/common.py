@@ -17,7 +17,7 @@ import sys
 from asuka.threads import add_threads_option  # noqa: F401  (re-exported: one definition)
 
 DEFAULT_NOTE = ("asuka: no --model given: using the small demonstration model 'asuka-small' (trained "
-                "here at 64 px on a few dozen photos, blurry fills); for full-size ASUKA weights pass "
+                "here at 128 px on 30 photos, blurry fills); for full-size ASUKA weights pass "
                 "--model FOLDER-or-HUB-ID (`asuka convert` makes a folder from the release files)")
 
 

@@ -1,0 +1,92 @@
+"""The shipped default model against simple baselines on bundled held-out photographs.
+
+Photos in ``tests/data/heldout/`` (256 x 256 centre crops of held-out photos that no model of
+this repository was trained or tuned on; licences in its README.md), with seeded masks of the
+MISATO-style evaluation mixture, through the pipeline's defaults (crop mode, the model's
+default steps, seed 0), as ``asuka inpaint`` runs them. The model must beat a fill with the
+mean colour of the known pixels of its crop region on the mean PSNR in the hole and on the mean
+band colour error (CIEDE2000 over the hole pixels within 4 px of the known region); the
+figures against OpenCV's Telea are checked and recorded too. (Beating Telea, issue 9's bar, is
+not reached by the shipped model -- docs/RESULTS.md -- so that is not asserted.)
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asuka import registry
+
+HELDOUT = Path(__file__).parent / "data" / "heldout"
+SHIPPED = registry.shipped_model_dir()
+MASKS_PER_PHOTO = 3
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    from PIL import Image
+
+    from asuka.masks import misato_eval_mixture, rng_for
+
+    files = sorted(HELDOUT.glob("*.png"))
+    assert len(files) >= 3, f"expected the bundled photos in {HELDOUT}"
+    mixture = misato_eval_mixture()
+    images, masks = [], []
+    for i, path in enumerate(files):
+        arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+        for k in range(MASKS_PER_PHOTO):
+            draw = mixture.sample(arr.shape[0], arr.shape[1], rng_for(7, i, k))
+            images.append(torch.from_numpy(arr).permute(2, 0, 1))
+            masks.append(torch.from_numpy(draw.mask.astype(np.float32))[None])
+    return torch.stack(images), torch.stack(masks)
+
+
+def _quantise(x):
+    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+
+
+def _mean_fill(images, masks):
+    """Each hole filled with the mean colour of the known pixels of its crop-mode region."""
+    from asuka.pipeline_base import DEFAULT_CROP_MARGIN, crop_box
+
+    out = []
+    for img, m in zip(images, masks):
+        top, left, h, w = crop_box(m[0] > 0.5, DEFAULT_CROP_MARGIN, 128)
+        region, hole = img[:, top:top + h, left:left + w], m[:, top:top + h, left:left + w]
+        mean = (region * (1 - hole)).sum((1, 2)) / (1 - hole).sum().clamp(min=1)
+        out.append(img * (1 - m) + mean[:, None, None] * m)
+    return _quantise(torch.stack(out))
+
+
+def _telea(images, masks):
+    import cv2
+
+    out = []
+    for img, m in zip(images, masks):
+        u8 = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        res = cv2.inpaint(np.ascontiguousarray(u8[..., ::-1]), (m[0].numpy() > 0.5).astype(np.uint8) * 255, 3,
+                          cv2.INPAINT_TELEA)[..., ::-1]
+        out.append(torch.from_numpy(res.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+@pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason=f"no shipped model at {SHIPPED}")
+def test_shipped_model_beats_the_mean_colour_fill_on_held_out_photos(inputs, record_property):
+    pytest.importorskip("skimage", reason="the band colour error (CIEDE2000) needs scikit-image (.[eval])")
+    from asuka.metrics import band_color_error, hole_psnr
+    from asuka.pipeline import load_pipeline
+
+    images, masks = inputs
+    torch.set_num_threads(1)
+    pipe = load_pipeline(device="cpu", dtype="float32")
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(0) for _ in range(len(images))]
+    ours = _quantise(torch.as_tensor(pipe(list(images), list(masks), generator=gens, output_type="pt").images))
+    fills = {"asuka": ours, "mean": _mean_fill(images, masks), "telea": _telea(images, masks)}
+    psnr = {k: float(hole_psnr(v, images, masks).mean()) for k, v in fills.items()}
+    band = {k: float(band_color_error(v, images, masks, band=4).mean()) for k, v in fills.items()}
+    record_property("hole_psnr", psnr)
+    record_property("band_de", band)
+    assert psnr["asuka"] > psnr["mean"] + 0.5, psnr
+    assert band["asuka"] < band["mean"] - 2.0, band
