@@ -123,13 +123,14 @@ pipe.set_progress_bar_config(disable=False)
 startup.release()
 mark("load the model")
 image, mask = cli_inpaint._read_pair(Path(image_path), Path(mask_path), False)
-recipe = provenance.recipe(pipe, model, steps=50, seed=42, decoder=None, condition="prior", watermark=False,
+steps = pipe.default_num_inference_steps  # what the CLI uses without --steps
+recipe = provenance.recipe(pipe, model, steps=steps, seed=42, decoder=None, condition="prior", watermark=False,
                            condition_weight=pipe.default_condition_weight, guidance_scale=pipe.default_guidance_scale,
                            prompt=None, crop_margin=64, composite=True, feather=None)
 mark("read the inputs, recipe (model hash)")
-result = pipe(image, mask, num_inference_steps=50, generator=torch.Generator().manual_seed(42),
+result = pipe(image, mask, num_inference_steps=steps, generator=torch.Generator().manual_seed(42),
               output_type="pil").images[0]
-mark("pipeline call (50 steps)")
+mark(f"pipeline call ({steps} step{'s' if steps != 1 else ''})")
 io.save_image(result, out_path, recipe=recipe)
 mark("write the PNG")
 print(json.dumps(marks))
