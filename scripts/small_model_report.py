@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asuka.baselines import opencv_inpaint, quantize_8bit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = [
@@ -122,20 +124,6 @@ def load_eval_set(eval_dir: Path, masks_per_photo: int, mask_seed: int):
     return torch.stack(images), torch.stack(masks), names
 
 
-def opencv_inpaint(images: torch.Tensor, masks: torch.Tensor, method: str) -> torch.Tensor:
-    """``cv2.inpaint`` (``"telea"`` or ``"ns"``, radius 3) on the 8-bit images."""
-    import cv2
-
-    flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
-    out = []
-    for img, m in zip(images, masks):
-        u8 = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-        hole = (m[0].numpy() >= 0.5).astype(np.uint8) * 255
-        res = cv2.inpaint(np.ascontiguousarray(u8[..., ::-1]), hole, 3, flag)[..., ::-1]
-        out.append(torch.from_numpy(res.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1))
-    return torch.stack(out)
-
-
 # ------------------------------------------------------------------------------------ model
 def load_pipelines(args) -> dict:
     """``{"main": pipe, "linear": pipe with the linear aligner, "noaug": pipe with the noaug decoder}``
@@ -171,7 +159,7 @@ def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, bat
                    resolution=defaults["resolution"], output_type="pt").images
         outs.append(torch.as_tensor(res))
     out = torch.cat(outs)
-    return ((out + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
+    return quantize_8bit(out)
 
 
 def cached(folder, name, compute):

@@ -42,48 +42,20 @@ def inputs():
     return torch.stack(images), torch.stack(masks)
 
 
-def _quantise(x):
-    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
-
-
-def _mean_fill(images, masks):
-    """Each hole filled with the mean colour of the known pixels of its crop-mode region."""
-    from asuka.pipeline_base import DEFAULT_CROP_MARGIN, crop_box
-
-    out = []
-    for img, m in zip(images, masks):
-        top, left, h, w = crop_box(m[0] > 0.5, DEFAULT_CROP_MARGIN, 128)
-        region, hole = img[:, top:top + h, left:left + w], m[:, top:top + h, left:left + w]
-        mean = (region * (1 - hole)).sum((1, 2)) / (1 - hole).sum().clamp(min=1)
-        out.append(img * (1 - m) + mean[:, None, None] * m)
-    return _quantise(torch.stack(out))
-
-
-def _telea(images, masks):
-    import cv2
-
-    out = []
-    for img, m in zip(images, masks):
-        u8 = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-        res = cv2.inpaint(np.ascontiguousarray(u8[..., ::-1]), (m[0].numpy() > 0.5).astype(np.uint8) * 255, 3,
-                          cv2.INPAINT_TELEA)[..., ::-1]
-        out.append(torch.from_numpy(res.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1))
-    return torch.stack(out)
-
-
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason=f"no shipped model at {SHIPPED}")
 def test_shipped_model_beats_the_mean_colour_fill_on_held_out_photos(inputs, record_property):
     pytest.importorskip("skimage", reason="the band colour error (CIEDE2000) needs scikit-image (.[eval])")
+    from asuka.baselines import mean_colour_fill, opencv_inpaint, quantize_8bit
     from asuka.metrics import band_color_error, hole_psnr
-    from asuka.pipeline import load_pipeline
+    from asuka.pipeline import DEFAULT_CROP_MARGIN, load_pipeline
 
     images, masks = inputs
-    torch.set_num_threads(1)
     pipe = load_pipeline(device="cpu", dtype="float32")
     pipe.set_progress_bar_config(disable=True)
     gens = [torch.Generator().manual_seed(0) for _ in range(len(images))]
-    ours = _quantise(torch.as_tensor(pipe(list(images), list(masks), generator=gens, output_type="pt").images))
-    fills = {"asuka": ours, "mean": _mean_fill(images, masks), "telea": _telea(images, masks)}
+    ours = quantize_8bit(torch.as_tensor(pipe(list(images), list(masks), generator=gens, output_type="pt").images))
+    fills = {"asuka": ours, "mean": mean_colour_fill(images, masks, DEFAULT_CROP_MARGIN, pipe.working_resolution),
+             "telea": opencv_inpaint(images, masks, "telea")}
     psnr = {k: float(hole_psnr(v, images, masks).mean()) for k, v in fills.items()}
     band = {k: float(band_color_error(v, images, masks, band=4).mean()) for k, v in fills.items()}
     record_property("hole_psnr", psnr)

@@ -104,8 +104,7 @@ def start(args):
             require_watermark()
             print(WATERMARK_NOTE, file=sys.stderr)
         server.app = InpaintApp(
-            pipe, model_name=str(args.model), max_steps=args.max_steps,
-            default_steps=min(pipe.default_num_inference_steps, args.max_steps) if args.steps is None else args.steps,
+            pipe, model_name=str(args.model), default_steps=args.steps, max_steps=args.max_steps,
             max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
             max_work_pixels=int(args.max_work_megapixels * 1e6), crop_margin=args.crop_margin,
             max_queue=args.max_queue, result_ttl=args.result_ttl, upload_timeout=args.upload_timeout,
