@@ -222,7 +222,8 @@ def test_info_without_argument_describes_the_shipped_model(capsys):
     if not (SHIPPED / "model_index.json").is_file():
         pytest.skip(f"no shipped model at {SHIPPED}")
     assert main(["info"]) == 0
-    assert "AsukaInpaintPipeline" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "AsukaInpaintPipeline" in out and "default steps: 1" in out
 
 
 def _png(array) -> bytes:

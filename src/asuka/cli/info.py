@@ -27,7 +27,7 @@ HIGHLIGHTS = {
     "CLIPTextModel": ("hidden_size", "num_hidden_layers", "vocab_size", "max_position_embeddings"),
     "CLIPTokenizer": ("model_max_length",),
     "_scheduler": ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type",
-                   "timestep_spacing"),
+                   "rescale_betas_zero_snr", "timestep_spacing"),
 }
 CONFIG_FILES = ("config.json", "scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json")
 SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -139,7 +139,7 @@ def describe_folder(root: str) -> dict:
         components[name] = entry
     total_bytes = sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(root) for fn in fns)
     return {"model": root, "pipeline": index.get("_class_name"), "diffusers_version": index.get("_diffusers_version"),
-            "components": components, "parameters": sum(c.get("parameters") or 0 for c in components.values()),
+            "default_steps": index.get("default_steps"), "components": components, "parameters": sum(c.get("parameters") or 0 for c in components.values()),
             "bytes": total_bytes}
 
 
@@ -189,6 +189,8 @@ def _human(n: float, unit: str = "") -> str:
 def format_description(d: dict) -> str:
     lines = [f"model: {d['model']}  ({d.get('pipeline') or 'unknown pipeline'}, "
              f"saved with diffusers {d.get('diffusers_version') or '?'})"]
+    if d.get("default_steps"):
+        lines.append(f"  default steps: {d['default_steps']} (model_index.json; --steps overrides)")
     for name, c in d["components"].items():
         cls = f"{c['library']}.{c['class']}" if c.get("library") else "-"
         if c.get("absent"):
