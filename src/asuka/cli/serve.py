@@ -1,6 +1,6 @@
 """``asuka serve``: inpaint in the browser.
 
-    asuka serve [--model MODEL] [--host 127.0.0.1] [--port 7860] [--device auto] [--dtype auto] [--steps 50]
+    asuka serve [--model MODEL] [--host 127.0.0.1] [--port 7860] [--device auto] [--dtype auto] [--steps N]
 
 Loads the model once, then serves a page (open the printed URL) where you upload or drop an
 image, paint the hole, and inpaint; and an API for scripts (``POST /api/inpaint``, jobs under
