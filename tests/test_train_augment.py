@@ -82,9 +82,10 @@ def test_color_augmentation_touches_the_input_only(images, tmp_path):
 class _OracleUNet(torch.nn.Module):
     """Predicts the true noise (given to it), or zero: checks the z0_hat formula."""
 
-    def __init__(self, noise, zero=False):
+    def __init__(self, noise, zero=False, mask_channel=None):
         super().__init__()
         self.noise, self.zero, self.w = noise, zero, torch.nn.Parameter(torch.zeros(()))
+        self.mask_channel = mask_channel
         self.config = type("C", (), {"cross_attention_dim": 8})()
 
     @property
@@ -92,7 +93,8 @@ class _OracleUNet(torch.nn.Module):
         return torch.float32
 
     def forward(self, x, t, encoder_hidden_states):
-        assert x.shape[1] == 9 and torch.all(x[:, 4] == 0)  # the all-zero mask channel
+        want = torch.zeros_like(x[:, 4]) if self.mask_channel is None else self.mask_channel[:, 0]
+        assert x.shape[1] == 9 and torch.equal(x[:, 4], want)  # the all-zero mask channel, or the hole
         out = torch.zeros_like(self.noise) if self.zero else self.noise
         return type("O", (), {"sample": out})()
 
@@ -115,6 +117,57 @@ def test_one_step_estimate_formula():
     assert torch.allclose(naive, z0 + (1 - abar).sqrt() / abar.sqrt() * noise, atol=1e-4)
     # statistics: with eps = 0 the estimate's variance is 1 + (1 - abar) / abar per element
     assert naive.var().item() == pytest.approx((1 + (1 - abar) / abar).mean().item(), rel=0.15)
+
+
+def test_one_step_estimate_with_a_hole():
+    from diffusers import DDPMScheduler
+
+    from asuka.testing import sd15_scheduler_config
+
+    sched = DDPMScheduler.from_config(sd15_scheduler_config())
+    g = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    t = torch.full((4,), 999)
+    hole = (torch.rand(4, 1, 8, 8, generator=g) > 0.5).float()
+    masked = z0 * (1 - hole)
+    est = one_step_estimate(_OracleUNet(noise, mask_channel=hole), sched, z0, noise, t, torch.zeros(1, 1, 8),
+                            hole, masked)
+    assert torch.allclose(est, z0, atol=1e-3)  # the hole reaches the UNet; the formula is unchanged
+    with pytest.raises(InputError, match="both mask_latents and masked_latents"):
+        one_step_estimate(_OracleUNet(noise), sched, z0, noise, t, torch.zeros(1, 1, 8), hole)
+
+
+def test_make_latent_aug_masked_stores_the_hole_and_the_decoder_trains_with_it(images, tmp_path):
+    common = [f"data.root={images}", "data.resolution=32", "data.num_workers=0", "backbone.preset=tiny",
+              "batch_size=4", "fraction=1.0", "seed=1", "t_min=999", "t_max=1000"]
+    plain, holed = tmp_path / "plain", tmp_path / "holed"
+    make_latent_aug(load_config(LatentAugConfig, [], [f"output_dir={plain}", *common]))
+    cfg = load_config(LatentAugConfig, [], [f"output_dir={holed}", "masked=true", *common])
+    count = make_latent_aug(cfg)
+    store = LatentAugStore(holed)
+    assert store.meta()["masked"] is True and count == len(store.boxes()) == 12
+    ratios, in_hole, outside = [], [], []
+    for ident in store.boxes():
+        d = load_file(str(store.latent_path(ident)))
+        mask = d["mask"]
+        assert mask.shape == (1, 32, 32) and mask.dtype == torch.uint8 and set(mask.unique().tolist()) <= {0, 1}
+        ratios.append(mask.float().mean().item())
+        # the same crop, noise and t as the plain run: the estimates differ where the hole is
+        diff = (d["z0_hat"].float() - load_file(str(LatentAugStore(plain).latent_path(ident)))["z0_hat"].float()).abs()
+        hole = torch.nn.functional.interpolate(mask[None].float(), size=(16, 16), mode="area")[0] > 0.5
+        known = torch.nn.functional.interpolate(mask[None].float(), size=(16, 16), mode="area")[0] == 0
+        in_hole.append(diff[:, hole[0]].mean().item())
+        outside.append(diff[:, known[0]].mean().item() if known.any() else 0.0)
+    assert 0.05 < np.mean(ratios) < 0.8 and len({round(r, 4) for r in ratios}) > 3  # a drawn mask per image
+    assert np.mean(in_hole) > 0 and np.mean(in_hole) > np.mean(outside)
+    # the decoder's dataset replays the stored crop with the stored mask (not a fresh draw)
+    stage, data = _decoder_stage(images, tmp_path, f"latent_aug.dir={holed}")
+    for i, name in enumerate(data.files):
+        s = data[(i, 0)]
+        assert s["has_latent"] and torch.equal(s["mask"], load_file(str(store.latent_path(name)))["mask"].float())
+    # a store made the other way is refused, not mixed
+    with pytest.raises(InputError, match="masked: False vs True"):
+        make_latent_aug(load_config(LatentAugConfig, [], [f"output_dir={plain}", "masked=true", *common]))
 
 
 def test_make_latent_aug_shapes_statistics_resume(images, tmp_path):

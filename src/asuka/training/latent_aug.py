@@ -15,6 +15,14 @@ time ``s = t / 1000`` (the scheduler's timestep scale) and the fill input of an 
     v_hat   = transformer(x_s, fill(image, all-zero mask), s, null condition)     # asuka.flux
     x0_hat  = x_s - s v_hat
 
+With ``masked: true`` (a departure from the paper, for backbones sampled in very few steps) the
+estimate is made as at inference instead: a training mask is drawn per image (``masks``, seeded
+per id), the UNet sees ``cat(z_t, mask, masked-image latents)`` (FLUX: the fill input of that
+mask), and the mask is stored with the latent; the decoder stage then trains on that crop with
+that mask, so it learns to turn the backbone's actual fill of a hole into the picture, not only
+to undo the drift of a fully known image. With ``t_min = t_max - 1 = 999`` and a one-step
+sampler this is exactly the latent the pipeline decodes.
+
 The estimate is written once to ``<output_dir>/latents/<image id>.safetensors`` in the latent
 space a decoder takes (``z0_hat / scaling`` for SD, ``x0_hat / scaling + shift`` for FLUX),
 as float16, with the crop box and ``t``. The
@@ -42,7 +50,7 @@ from asuka import flux
 from asuka.errors import InputError
 from asuka.flux import DEFAULT_GUIDANCE
 from asuka.training.components import BackboneConfig, load_backbone_part, noise_scheduler
-from asuka.training.config import DataConfig
+from asuka.training.config import DataConfig, MaskConfig
 
 META_FILE, INDEX_FILE = "meta.json", "index.json"
 
@@ -55,7 +63,9 @@ class LatentAugConfig:
     null conditions from ``null_condition_dir`` when set, else zeros), ``empty_prompt`` (sd15) or
     ``zeros``. ``null_condition_dir`` (flux): a folder with ``vec.pt`` and ``txt_256.pt`` (the
     release's ``ckpt/``), FLUX-Fill's embeddings of the empty prompt. ``guidance`` (flux): the
-    distilled guidance value, 30 as at inference."""
+    distilled guidance value, 30 as at inference. ``masked``: estimate each image with a drawn
+    training mask (``masks``) as at inference, and store the mask (module docstring); ``False``
+    (the paper): an all-zero mask."""
 
     output_dir: str = "runs/latent_aug"
     seed: int = 0
@@ -67,6 +77,8 @@ class LatentAugConfig:
     condition: str = "auto"
     null_condition_dir: str | None = None
     guidance: float = DEFAULT_GUIDANCE
+    masked: bool = False
+    masks: MaskConfig = dataclasses.field(default_factory=MaskConfig)
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=256))
     backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
 
@@ -85,6 +97,10 @@ class LatentAugConfig:
             raise InputError(f"config mixed_precision: expected no, fp16 or bf16, got {self.mixed_precision!r}")
         if self.batch_size < 1:
             raise InputError(f"config batch_size: expected >= 1, got {self.batch_size}")
+        if not isinstance(self.masked, bool):
+            raise InputError(f"config masked: expected true or false, got {self.masked!r}")
+        if self.masks.kind not in ("paper_train", "rect"):
+            raise InputError(f"config masks.kind: expected paper_train or rect, got {self.masks.kind!r}")
 
 
 def _id_key(ident: str) -> int:
@@ -126,14 +142,19 @@ class LatentAugStore:
                              "`asuka make-latent-aug` did not finish (run it again: it resumes)")
         return {k: CropBox.from_sequence(v) for k, v in json.loads(path.read_text()).items()}
 
-    def write(self, ident: str, z0_hat: torch.Tensor, crop: torch.Tensor, t: int, rank: int) -> None:
+    def write(self, ident: str, z0_hat: torch.Tensor, crop: torch.Tensor, t: int, rank: int,
+              mask: torch.Tensor | None = None) -> None:
+        """Store one estimate (and, for a masked run, its ``(1, H, W)`` binary mask as uint8)."""
         from safetensors.torch import save_file
 
         path = self.latent_path(ident)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        save_file({"z0_hat": z0_hat.detach().to("cpu", torch.float16).contiguous(),
-                   "crop": crop.to("cpu", torch.int64).contiguous(), "t": torch.tensor([int(t)])}, str(tmp))
+        tensors = {"z0_hat": z0_hat.detach().to("cpu", torch.float16).contiguous(),
+                   "crop": crop.to("cpu", torch.int64).contiguous(), "t": torch.tensor([int(t)])}
+        if mask is not None:
+            tensors["mask"] = (mask.detach().cpu() >= 0.5).to(torch.uint8).contiguous()
+        save_file(tensors, str(tmp))
         tmp.replace(path)  # a file is either complete or absent
         with open(self.root / "parts" / f"rank{rank}.jsonl", "a") as handle:
             handle.write(json.dumps({"id": ident, "crop": [int(v) for v in crop.tolist()]}) + "\n")
@@ -162,7 +183,9 @@ class LatentAugStore:
 class AttachLatent:
     """Dataset transform of the decoder stage: ``sample["latent"]`` (``(C, S/f, S/f)`` float32,
     unscaled ``z0_hat``) and ``sample["has_latent"]`` -- the stored latent when the sample was
-    cut at its stored crop (``sample["crop_fixed"]``), zeros and False otherwise."""
+    cut at its stored crop (``sample["crop_fixed"]``), zeros and False otherwise. A latent
+    stored with its mask (``masked`` runs) also replaces ``sample["mask"]`` by that mask: the
+    hole the estimate filled."""
 
     def __init__(self, root: str | Path, channels: int, size: int):
         self.store, self.channels, self.size = LatentAugStore(root), int(channels), int(size)
@@ -171,11 +194,19 @@ class AttachLatent:
         from safetensors.torch import load_file
 
         if sample.get("crop_fixed"):
-            latent = load_file(str(self.store.latent_path(sample["id"])))["z0_hat"].float()
+            stored = load_file(str(self.store.latent_path(sample["id"])))
+            latent = stored["z0_hat"].float()
             if tuple(latent.shape) != (self.channels, self.size, self.size):
                 raise InputError(f"latent augmentation {sample['id']}: expected a latent of shape "
                                  f"{(self.channels, self.size, self.size)}, got {tuple(latent.shape)}")
             sample["latent"], sample["has_latent"] = latent, True
+            if "mask" in stored:
+                mask = stored["mask"].float()
+                want = (1, *sample["image"].shape[-2:])
+                if tuple(mask.shape) != want:
+                    raise InputError(f"latent augmentation {sample['id']}: expected a stored mask of shape "
+                                     f"{want}, got {tuple(mask.shape)}")
+                sample["mask"] = mask
         else:
             sample["latent"] = torch.zeros(self.channels, self.size, self.size)
             sample["has_latent"] = False
@@ -190,7 +221,10 @@ class _Crops(torch.utils.data.IterableDataset):
         from asuka.data.images import RandomCrop, expand_shards, list_images
 
         data = config.data
+        from asuka.training.data import AddMask
+
         self.config, self.done, self.rank, self.world_size = config, done, rank, world_size
+        self.masks = AddMask.from_config(config.masks) if config.masked else None
         self.crop = RandomCrop(data.resolution, resize=data.resize, random_flip=data.random_flip)
         self.files = list_images(data.root) if data.root is not None else None
         self.urls = expand_shards(data.shards) if data.shards is not None else None
@@ -201,7 +235,12 @@ class _Crops(torch.utils.data.IterableDataset):
     def _sample(self, img, ident: str) -> dict:
         rng = np.random.default_rng((self.config.seed, _id_key(ident), 1))
         box = self.crop.draw(img.width, img.height, rng)
-        return {"image": self.crop.apply(img, box), "id": ident, "crop": box.as_tensor()}
+        sample = {"image": self.crop.apply(img, box), "id": ident, "crop": box.as_tensor()}
+        if self.masks is not None:
+            _, h, w = sample["image"].shape
+            draw = self.masks.draw(h, w, np.random.default_rng((self.config.seed, _id_key(ident), 3)))
+            sample["mask"] = torch.from_numpy(draw).reshape(1, h, w)
+        return sample
 
     def __iter__(self):
         from asuka.data.images import _iter_tar_images, open_rgb
@@ -260,13 +299,15 @@ def _flux_null_condition(config: LatentAugConfig, transformer, device, dtype):
 
 @torch.no_grad()
 def flux_one_step_estimate(transformer, vae, x0: torch.Tensor, image: torch.Tensor, noise: torch.Tensor,
-                           s: torch.Tensor, condition, *, guidance: float) -> torch.Tensor:
+                           s: torch.Tensor, condition, *, guidance: float,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     """``x0_hat`` from one FLUX-Fill velocity at flow time ``s`` with an all-zero mask (everything
-    known), built with :mod:`asuka.flux` as the pipeline does. ``x0``, ``noise``: ``(B, C, h, w)``
-    scaled, shifted latents; ``image``: ``(B, 3, H, W)`` in ``[-1, 1]``; ``s``: ``(B,)`` in
-    ``(0, 1]``; ``condition``: ``(pooled (1, Dp), txt (1, T, Dt))``. Returns ``(B, C, h, w)``."""
+    known) or ``mask`` ``(B, 1, H, W)``, built with :mod:`asuka.flux` as the pipeline does. ``x0``,
+    ``noise``: ``(B, C, h, w)`` scaled, shifted latents; ``image``: ``(B, 3, H, W)`` in ``[-1, 1]``;
+    ``s``: ``(B,)`` in ``(0, 1]``; ``condition``: ``(pooled (1, Dp), txt (1, T, Dt))``. Returns
+    ``(B, C, h, w)``."""
     b, _, h, w = x0.shape
-    fill = flux.fill_condition(vae, image, torch.zeros_like(image[:, :1]))
+    fill = flux.fill_condition(vae, image, torch.zeros_like(image[:, :1]) if mask is None else mask)
     sv = s.float().view(-1, 1, 1, 1)
     x_s = (1 - sv) * x0.float() + sv * noise.float()
     pooled, txt = (c.expand(b, *c.shape[1:]) for c in condition)
@@ -277,13 +318,19 @@ def flux_one_step_estimate(transformer, vae, x0: torch.Tensor, image: torch.Tens
 
 @torch.no_grad()
 def one_step_estimate(unet, scheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                      condition: torch.Tensor) -> torch.Tensor:
-    """``z0_hat`` from the UNet's prediction at ``z_t`` with an all-zero mask and ``z0`` as the
-    masked-image latent. ``z0``, ``noise``: ``(B, C, h, w)`` scaled latents; ``t``: ``(B,)``."""
+                      condition: torch.Tensor, mask_latents: torch.Tensor | None = None,
+                      masked_latents: torch.Tensor | None = None) -> torch.Tensor:
+    """``z0_hat`` from the UNet's prediction at ``z_t``, by default with an all-zero mask and ``z0``
+    as the masked-image latent; or with ``mask_latents`` ``(B, 1, h, w)`` and ``masked_latents``
+    (the inpainting inputs of a hole, :func:`asuka.training.stages._diffusion.hole_inputs`).
+    ``z0``, ``noise``: ``(B, C, h, w)`` scaled latents; ``t``: ``(B,)``."""
+    if (mask_latents is None) != (masked_latents is None):
+        raise InputError("one_step_estimate: give both mask_latents and masked_latents, or neither")
     abar = scheduler.alphas_cumprod.to(z0.device)[t].float().view(-1, 1, 1, 1)
     z_t = scheduler.add_noise(z0, noise, t)
-    zeros = torch.zeros_like(z0[:, :1])
-    inp = torch.cat([z_t, zeros, z0], dim=1).to(unet.dtype)
+    if mask_latents is None:
+        mask_latents, masked_latents = torch.zeros_like(z0[:, :1]), z0
+    inp = torch.cat([z_t, mask_latents.to(z0), masked_latents.to(z0)], dim=1).to(unet.dtype)
     out = unet(inp, t, encoder_hidden_states=condition.expand(z0.shape[0], -1, -1).to(unet.dtype)).sample.float()
     if scheduler.config.prediction_type == "v_prediction":
         return abar.sqrt() * z_t.float() - (1 - abar).sqrt() * out
@@ -319,7 +366,7 @@ def make_latent_aug(config: LatentAugConfig) -> int:
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     meta = {"backbone": config.backbone.kind, "resolution": config.data.resolution,
             "latent_channels": vae.config.latent_channels, "downscale_factor": factor, "scaling_factor": sf,
-            "shift_factor": shift, "t_range": [config.t_min, config.t_max],
+            "shift_factor": shift, "t_range": [config.t_min, config.t_max], "masked": config.masked,
             "seed": config.seed, "fraction": config.fraction, "resize": config.data.resize,
             "format": "z0_hat / scaling_factor + shift_factor (what the VAE's decode takes), float16 (C, h, w); "
                       "crop (resized_w, resized_h, left, top, flip)"}
@@ -328,8 +375,8 @@ def make_latent_aug(config: LatentAugConfig) -> int:
         meta_path = store.root / META_FILE
         if meta_path.is_file():
             old = json.loads(meta_path.read_text())
-            changed = [k for k in ("resolution", "latent_channels", "t_range", "seed", "fraction")
-                       if old.get(k) != meta[k]]
+            changed = [k for k in ("resolution", "latent_channels", "t_range", "seed", "fraction", "masked")
+                       if old.get(k, False if k == "masked" else None) != meta[k]]
             if changed:
                 raise InputError(f"{store.root} holds latents made with other settings "
                                  f"({', '.join(f'{k}: {old.get(k)} vs {meta[k]}' for k in changed)}); "
@@ -352,16 +399,25 @@ def make_latent_aug(config: LatentAugConfig) -> int:
             noise.append(torch.randn(z0.shape[1:], generator=g))
         t = torch.tensor(ts, device=acc.device)
         noise = torch.stack(noise).to(acc.device)
+        masks = batch["mask"].to(acc.device, dtype) if config.masked else None
         if is_flux:
             s = t.float() / scheduler.config.num_train_timesteps
-            z0_hat = flux_one_step_estimate(unet, vae, z0, images, noise, s, cond, guidance=config.guidance)
+            z0_hat = flux_one_step_estimate(unet, vae, z0, images, noise, s, cond, guidance=config.guidance,
+                                            mask=masks)
+        elif masks is not None:
+            from asuka.training.stages._diffusion import hole_inputs
+
+            mask_latents, masked_latents = hole_inputs(vae, images, masks)
+            z0_hat = one_step_estimate(unet, scheduler, z0.float(), noise, t, cond, mask_latents.float(),
+                                       masked_latents.float())
         else:
             z0_hat = one_step_estimate(unet, scheduler, z0.float(), noise, t, cond)
         z0_hat = flux.latents_to_vae(vae, z0_hat)  # what the decoder takes: / scaling (+ shift)
         for i, ident in enumerate(batch["id"]):
             if not math.isfinite(float(z0_hat[i].abs().max())):
                 raise FloatingPointError(f"latent augmentation of {ident}: non-finite estimate at t={ts[i]}")
-            store.write(ident, z0_hat[i], batch["crop"][i], ts[i], acc.process_index)
+            store.write(ident, z0_hat[i], batch["crop"][i], ts[i], acc.process_index,
+                        mask=None if masks is None else masks[i])
         bar.update(len(batch["id"]))
     bar.close()
     acc.wait_for_everyone()

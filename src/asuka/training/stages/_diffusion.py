@@ -31,12 +31,19 @@ def inpainting_latents(vae, image: torch.Tensor, mask: torch.Tensor, generator: 
     pipeline computes them at inference (:meth:`AsukaInpaintPipeline.prepare_mask_latents`).
     """
     sf = vae.config.scaling_factor
-    image = image.to(vae.dtype)
-    mask = mask.to(vae.dtype)
-    latents = vae.encode(image).latent_dist.sample(generator=generator) * sf
-    masked_latents = vae.encode(image * (1.0 - mask)).latent_dist.mode() * sf
-    mask_latents = F.interpolate(mask, size=latents.shape[-2:])  # nearest, as diffusers' inpainting
+    latents = vae.encode(image.to(vae.dtype)).latent_dist.sample(generator=generator) * sf
+    mask_latents, masked_latents = hole_inputs(vae, image, mask)
     return latents, mask_latents, masked_latents
+
+
+@torch.no_grad()
+def hole_inputs(vae, image: torch.Tensor, mask: torch.Tensor):
+    """``(mask at latent size, masked-image latents)``: the two inpainting inputs of the UNet
+    besides ``z_t`` (masked-image latents: posterior mode, scaled; mask: nearest downsampling,
+    as diffusers' inpainting)."""
+    image, mask = image.to(vae.dtype), mask.to(vae.dtype)
+    masked_latents = vae.encode(image * (1.0 - mask)).latent_dist.mode() * vae.config.scaling_factor
+    return F.interpolate(mask, size=masked_latents.shape[-2:]), masked_latents
 
 
 def flow_time(scheduler, u: torch.Tensor, image_seq_len: int) -> torch.Tensor:
