@@ -40,6 +40,10 @@ def main(argv=None) -> int:
     p.add_argument("--default-steps", type=int, default=None,
                    help="the denoising steps the folder asks for when a call gives none (model_index.json "
                    "default_steps; chosen on validation photos, see MODEL_CARD.md); default: the pipeline's 50")
+    p.add_argument("--default-resolution", type=int, default=None,
+                   help="crop mode's working side in px when a call gives none (model_index.json "
+                   "default_resolution; chosen on validation photos, see MODEL_CARD.md); default: the "
+                   "UNet's training size")
     args = p.parse_args(argv)
     if args.default_steps is not None and args.default_steps < 1:
         sys.exit(f"--default-steps must be >= 1, got {args.default_steps}")
@@ -58,8 +62,7 @@ def main(argv=None) -> int:
     pipe = load_pipeline(model, device="cpu", dtype="float32")
     if pipe.decoder is None:
         sys.exit(f"{model}: no decoder/ (train the decoder stage first)")
-    if args.default_steps is not None:
-        pipe.register_to_config(default_steps=args.default_steps)
+    pipe.register_defaults(args.default_steps, args.default_resolution)
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)
@@ -89,6 +92,7 @@ def main(argv=None) -> int:
     res = again(image, mask, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
     assert res.images.shape == (1, 3, size, size) and torch.isfinite(res.images).all()
     assert again.default_num_inference_steps == (args.default_steps or 50)
+    assert again.working_resolution == (args.default_resolution or again.native_resolution)
     for folder in (out, abl_out):
         print(f"{folder}: {folder_size(folder) / 2**20:.2f} MiB")
     return 0

@@ -278,6 +278,36 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------ the model's default steps
+def test_model_default_resolution_sets_crop_modes_working_side(tmp_path, capsys):
+    """A folder's ``default_resolution`` (model_index.json) is crop mode's working side when a
+    call gives none (``--resolution`` / ``resolution=`` win); the UNet's own size otherwise."""
+    from asuka.cli.info import describe_folder, format_description
+    from asuka.pipeline import AsukaInpaintPipeline, load_pipeline
+    from asuka.testing import tiny_components
+
+    folder = tmp_path / "upsized"
+    AsukaInpaintPipeline(**tiny_components(0), default_resolution=96).save_pretrained(folder)
+    assert json.loads((folder / "model_index.json").read_text())["default_resolution"] == 96
+    pipe = load_pipeline(folder, device="cpu")
+    assert (pipe.working_resolution, pipe.native_resolution) == (96, 64)
+    assert "working resolution: 96 px" in format_description(describe_folder(str(folder)))
+    for bad in (0, 95, 1.5, True):
+        with pytest.raises(InputError, match="default_resolution must be None or a positive multiple of 2"):
+            AsukaInpaintPipeline(**tiny_components(0), default_resolution=bad)
+
+    sizes = []
+    pipe.unet.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[-2:])))
+    photo, hole = _photo_and_hole(tmp_path)  # 256 x 320, hole 40 x 60: the crop region is resized
+    pipe(photo, hole, num_inference_steps=1, padding_mask_crop=8, output_type="np")
+    pipe(photo, hole, num_inference_steps=1, padding_mask_crop=8, resolution=64, output_type="np")
+    assert max(sizes[0]) == 96 // 2 and max(sizes[1]) == 64 // 2  # latent side = working side / VAE factor
+    out = tmp_path / "out.png"
+    argv = ["inpaint", str(tmp_path / "img.png"), str(tmp_path / "mask.png"), "-o", str(out), "--model",
+            str(folder), "--device", "cpu", "--threads", "1", "--steps", "1"]
+    assert main(argv) == 0 and provenance.read_recipe(PIL.Image.open(out))["resolution"] == 96
+    capsys.readouterr()
+
+
 def test_model_default_steps_are_saved_and_used_wherever_no_steps_are_given(tmp_path, capsys):
     """A model folder's ``default_steps`` (model_index.json) is what the pipeline, ``asuka
     inpaint``, ``asuka run-benchmark`` and the server use when no steps are given; an explicit

@@ -28,7 +28,7 @@ from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
 from asuka.pipeline_base import (  # noqa: F401  (re-exported: the public names of this module since 0.1)
     CONDITIONS, DECODERS, DEFAULT_CROP_MARGIN, DEFAULT_STEPS, DTYPES, OUTPUT_TYPES, PAD_MODES, AsukaPipelineBase,
-    AsukaPipelineOutput, cast_floating, check_default_steps, component, composite_known, crop_box, feather_mask, from_working,
+    AsukaPipelineOutput, cast_floating, component, composite_known, crop_box, feather_mask, from_working,
     load_or_explain, load_pipeline, model_default_steps, pad_to_multiple, resolve_device, resolve_dtype,
     shared_problems, to_working,
     working_size)
@@ -70,15 +70,16 @@ class AsukaInpaintPipeline(AsukaPipelineBase):
         text_encoder=None,
         tokenizer=None,
         default_steps: int | None = None,
+        default_resolution: int | None = None,
     ):
         super().__init__()
         _check_compatible(mae, aligner, unet, vae, decoder, text_encoder)
         self.register_modules(mae=mae, aligner=aligner, unet=unet, vae=vae, scheduler=scheduler,
                               decoder=decoder, text_encoder=text_encoder, tokenizer=tokenizer)
-        self.register_to_config(default_steps=check_default_steps(default_steps))
+        self.register_defaults(default_steps, default_resolution)
 
     @property
-    def working_resolution(self) -> int:
+    def native_resolution(self) -> int:
         """The side the UNet was trained at, in pixels (512 for SD-1.5): the crop mode's target."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 

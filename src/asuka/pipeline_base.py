@@ -121,9 +121,29 @@ class AsukaPipelineBase(DiffusionPipeline):
         return self.vae_scale_factor
 
     @property
-    def working_resolution(self) -> int:
-        """Crop mode's working side in pixels."""
+    def native_resolution(self) -> int:
+        """The side the backbone was trained at, in pixels."""
         raise NotImplementedError
+
+    @property
+    def working_resolution(self) -> int:
+        """Crop mode's working side in pixels: the model folder's ``default_resolution`` (chosen for
+        a small model on validation photos) when it has one, else :attr:`native_resolution`."""
+        return int(self.config.get("default_resolution") or self.native_resolution)
+
+    def register_defaults(self, default_steps: int | None, default_resolution: int | None) -> None:
+        """Check and keep (in ``model_index.json``) the folder's defaults for calls that give none:
+        ``default_steps`` (denoising steps) and ``default_resolution`` (crop mode's working side,
+        a multiple of :attr:`size_multiple`)."""
+        steps = check_default_steps(default_steps)
+        if default_resolution is not None:
+            m = self.size_multiple
+            if (isinstance(default_resolution, bool) or not isinstance(default_resolution, int)
+                    or default_resolution < m or default_resolution % m):
+                raise InputError(f"default_resolution must be None or a positive multiple of {m} pixels "
+                                 f"(the latent grid), got {default_resolution!r}")
+            default_resolution = int(default_resolution)
+        self.register_to_config(default_steps=steps, default_resolution=default_resolution)
 
     @property
     def default_num_inference_steps(self) -> int:

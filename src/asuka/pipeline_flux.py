@@ -30,7 +30,7 @@ from asuka.errors import CheckpointError, InputError
 from asuka.models.aligner import AsukaAligner
 from asuka.models.decoder import MaskConditionedDecoder
 from asuka.models.mae import MAEPrior
-from asuka.pipeline_base import (AsukaPipelineBase, cast_floating, check_default_steps, component, first_line,
+from asuka.pipeline_base import (AsukaPipelineBase, cast_floating, component, first_line,
                                  load_or_explain, shared_problems)
 
 DEFAULT_FLUX = "black-forest-labs/FLUX.1-Fill-dev"
@@ -85,13 +85,14 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         text_encoder_2=None,
         tokenizer_2=None,
         default_steps: int | None = None,
+        default_resolution: int | None = None,
     ):
         super().__init__()
         _check_compatible(mae, clip_aligner, t5_aligner, transformer, vae, decoder, text_encoder, text_encoder_2)
         self.register_modules(mae=mae, clip_aligner=clip_aligner, t5_aligner=t5_aligner, transformer=transformer,
                               vae=vae, scheduler=scheduler, decoder=decoder, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
-        self.register_to_config(default_steps=check_default_steps(default_steps))
+        self.register_defaults(default_steps, default_resolution)
 
     @property
     def size_multiple(self) -> int:
@@ -99,8 +100,8 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         return 2 * self.vae_scale_factor
 
     @property
-    def working_resolution(self) -> int:
-        """Crop mode's working side: 1024 px, FLUX.1's native resolution."""
+    def native_resolution(self) -> int:
+        """1024 px, FLUX.1's native resolution."""
         return 1024
 
     def whole_image_size(self, size: tuple[int, int]) -> tuple[int, int]:

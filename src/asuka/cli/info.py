@@ -139,7 +139,8 @@ def describe_folder(root: str) -> dict:
         components[name] = entry
     total_bytes = sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(root) for fn in fns)
     return {"model": root, "pipeline": index.get("_class_name"), "diffusers_version": index.get("_diffusers_version"),
-            "default_steps": index.get("default_steps"), "components": components, "parameters": sum(c.get("parameters") or 0 for c in components.values()),
+            "default_steps": index.get("default_steps"), "default_resolution": index.get("default_resolution"),
+            "components": components, "parameters": sum(c.get("parameters") or 0 for c in components.values()),
             "bytes": total_bytes}
 
 
@@ -191,6 +192,9 @@ def format_description(d: dict) -> str:
              f"saved with diffusers {d.get('diffusers_version') or '?'})"]
     if d.get("default_steps"):
         lines.append(f"  default steps: {d['default_steps']} (model_index.json; --steps overrides)")
+    if d.get("default_resolution"):
+        lines.append(f"  working resolution: {d['default_resolution']} px (model_index.json default_resolution; "
+                     "--resolution overrides)")
     for name, c in d["components"].items():
         cls = f"{c['library']}.{c['class']}" if c.get("library") else "-"
         if c.get("absent"):

@@ -171,7 +171,8 @@ def run(args) -> int:
         pipe, args.model, steps=args.steps, seed=args.seed, decoder=args.decoder,
         condition=args.condition or ("text" if args.prompt is not None else "prior"),
         watermark=args.watermark, condition_weight=weight, guidance_scale=guidance, prompt=args.prompt,
-        crop_margin=margin, composite=not args.no_composite, feather=args.feather or None)
+        crop_margin=margin, composite=not args.no_composite, feather=args.feather or None,
+        resolution=None if args.full_image else (args.resolution or pipe.working_resolution))
 
     failed = 0
     for image_path, mask_path, out_path in tqdm(todo, desc="inpainting", unit="image", disable=not folder_mode):
