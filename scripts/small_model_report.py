@@ -134,7 +134,8 @@ def load_pipelines(args) -> dict:
     pipe = load_pipeline(args.model, device="cpu", dtype="float32")
     pipes = {"main": pipe}
     abl = Path(args.ablations)
-    parts = dict(pipe.components)
+    parts = dict(pipe.components, default_steps=pipe.config.get("default_steps"),
+                 default_resolution=pipe.config.get("default_resolution"))
     if (abl / "aligner-linear").is_dir():
         pipes["linear"] = AsukaInpaintPipeline(**{**parts, "aligner": AsukaAligner.from_pretrained(abl / "aligner-linear")})
     if (abl / "decoder-noaug").is_dir():
@@ -241,6 +242,8 @@ def main(argv=None) -> int:
     working = pipes["main"].working_resolution
     if defaults["steps"] is None:  # the CLI's default: the model's own default_steps
         defaults["steps"] = pipes["main"].default_num_inference_steps
+    if defaults["resolution"] is None:  # the CLI's default: the model's own working side
+        defaults["resolution"] = working
 
     outputs, seeds_out, timings = {}, {}, {}
     for key, _, cond, dec, aligner in METHODS:

@@ -8,6 +8,15 @@
 #   # as the shipped model was run (MODEL_CARD.md), with the photos fetched to /work/runs/photos:
 #   RUNS=/work/runs/a128 DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #
+# REUSE=<model folder> reruns only the latent augmentation and the decoder on the VAE, UNet, MAE
+# and aligners of an existing pipeline folder (and of its -ablations folder beside it), copied
+# into $RUNS/model first; REUSE_COMMIT=<commit> takes that folder from the shipped model of a
+# commit (extracted into $RUNS/reuse-<commit>). DECODER_INIT=<decoder folder> continues that
+# decoder instead of starting from the VAE's ("reuse" = the REUSE folder's own decoder). The
+# shipped decoder was made so (MODEL_CARD.md):
+#   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
+#     RUNS=/work/runs/a128d DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+#
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
 # runs/asuka-small-128): re-running resumes every stage from its newest checkpoint (a finished
@@ -24,6 +33,7 @@ UNET_STEPS=${UNET_STEPS:-3000}
 ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
 DECODER_STEPS=${DECODER_STEPS:-3500}   # decoder and decoder_noaug (ablation) alike
 DEFAULT_STEPS=${DEFAULT_STEPS:-1}     # the folder's default denoising steps (chosen on validation views of training photos: MODEL_CARD.md)
+DEFAULT_RESOLUTION=${DEFAULT_RESOLUTION:-256}  # the folder's crop-mode working side in px (same validation)
 PARALLEL=${PARALLEL:-1}
 NICE=${NICE:-10}
 CFG=configs/asuka-small-128
@@ -86,8 +96,39 @@ lane_b() {  # MAE -> decoder without augmentation (ablation) -> aligner -> linea
       export_dir=$RUNS/ablations/linear mae=$MODEL/mae backbone.pretrained=$MODEL
 }
 
+if [ -n "${REUSE_COMMIT:-}" ]; then
+  REUSE=$RUNS/reuse-$REUSE_COMMIT/asuka-small
+  if [ ! -e "$REUSE/model_index.json" ]; then
+    mkdir -p "$RUNS/reuse-$REUSE_COMMIT"
+    git archive "$REUSE_COMMIT" src/asuka/pretrained/asuka-small src/asuka/pretrained/asuka-small-ablations \
+      | tar -x -C "$RUNS/reuse-$REUSE_COMMIT" --strip-components=3
+  fi
+fi
+if [ "${DECODER_INIT:-}" = reuse ]; then DECODER_INIT=$REUSE/decoder; fi
+
+decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; redo latent aug + decoder
+  local abl=${REUSE%/}-ablations part stage
+  mkdir -p "$MODEL" "$RUNS/ablations/linear" "$RUNS/ablations/noaug"
+  for part in vae unet scheduler mae aligner; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
+  rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder"
+  cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
+  cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
+  for stage in vae mae unet align align_linear decoder_noaug; do  # keep the record of how they were trained
+    mkdir -p "$RUNS/$stage"
+    cp "$REUSE/training/$stage.yaml" "$RUNS/$stage/config.yaml"
+    cp "$REUSE/training/$stage.csv" "$RUNS/$stage/metrics.csv"
+  done
+  echo "[$(date +%T)] make-latent-aug"
+  nice -n "$NICE" asuka make-latent-aug --config $CFG/latent_aug.yaml output_dir=$RUNS/latent_aug data.root="$DATA" \
+      backbone.pretrained=$MODEL > "$LOGS/latent_aug.log" 2>&1
+  stage decoder "$DECODER_STEPS" train decoder --config $CFG/decoder.yaml export_dir=$MODEL \
+      backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug ${DECODER_INIT:+decoder=$DECODER_INIT}
+}
+
 rm -f "$RUNS/lane.failed"
-if [ "$PARALLEL" = 1 ]; then
+if [ -n "${REUSE:-}" ]; then
+  decoder_only
+elif [ "$PARALLEL" = 1 ]; then
   # a failing stage stops its lane (set -e) and marks it, so the other lane stops waiting
   (set -eE; trap 'touch "$RUNS/lane.failed"' ERR; lane_a) & pa=$!
   (set -eE; trap 'touch "$RUNS/lane.failed"' ERR; lane_b) & pb=$!
@@ -98,5 +139,5 @@ fi
 
 # 4. assemble the folders (weights + configs + metrics of every stage) into $RUNS/asuka-small and
 #    $RUNS/asuka-small-ablations; shipping them is a separate, deliberate copy (TRAINING.md)
-python scripts/assemble_small.py --runs "$RUNS" --default-steps "$DEFAULT_STEPS"
+python scripts/assemble_small.py --runs "$RUNS" --default-steps "$DEFAULT_STEPS" --default-resolution "$DEFAULT_RESOLUTION"
 echo "[$(date +%T)] all stages done"
