@@ -56,7 +56,7 @@ def test_load_pipeline_without_argument_from_another_directory(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["AsukaInpaintPipeline", "128", "MaskConditionedDecoder"]
+    assert proc.stdout.split() == ["AsukaInpaintPipeline", "256", "MaskConditionedDecoder"]
 
 
 # ------------------------------------------------------------------ threads
