@@ -186,6 +186,15 @@ def test_flux_latent_aug_then_decoder_z16(images, tmp_path):
         assert d["z0_hat"].shape == (16, 4, 4) and torch.isfinite(d["z0_hat"].float()).all()
     with pytest.raises(InputError, match="empty_prompt"):
         load_config(LatentAugConfig, [], [f"output_dir={out}", *FLUX, "condition=empty_prompt"]).validate()
+    # masked: the fill input carries a drawn hole, stored with the estimate, which then differs
+    holed = tmp_path / "la_holed"
+    assert make_latent_aug(load_config(LatentAugConfig, [], [
+        f"output_dir={holed}", f"data.root={images}", "data.resolution=32", "data.num_workers=0", *FLUX,
+        "batch_size=3", "fraction=1.0", "masked=true"])) == 4
+    for ident in store.boxes():
+        d = load_file(str(LatentAugStore(holed).latent_path(ident)))
+        assert d["mask"].shape == (1, 32, 32) and 0 < d["mask"].float().mean() < 1
+        assert not torch.equal(d["z0_hat"], load_file(str(store.latent_path(ident)))["z0_hat"])
 
     dcfg = _config("decoder", tmp_path / "dec", images, *FLUX, "loss.perceptual=off", "max_steps=25",
                    "optim.lr=3e-3", f"latent_aug.dir={out}", "latent_aug.p=0.5")

@@ -219,10 +219,9 @@ class _Crops(torch.utils.data.IterableDataset):
 
     def __init__(self, config: LatentAugConfig, done: set[str], rank: int, world_size: int):
         from asuka.data.images import RandomCrop, expand_shards, list_images
-
-        data = config.data
         from asuka.training.data import AddMask
 
+        data = config.data
         self.config, self.done, self.rank, self.world_size = config, done, rank, world_size
         self.masks = AddMask.from_config(config.masks) if config.masked else None
         self.crop = RandomCrop(data.resolution, resize=data.resize, random_flip=data.random_flip)
