@@ -65,7 +65,8 @@ def register(subparsers) -> None:
                    help="resize a mask of another size to the image's (nearest) instead of failing")
     add_crop_options(p)
     p.add_argument("--resolution", type=int, default=None,
-                   help="crop mode working resolution (default: the model's, 512 for SD-1.5, 1024 for FLUX)")
+                   help="crop mode working resolution (default: the model's -- its folder's default_resolution, "
+                        "else its training size: 512 for SD-1.5, 1024 for FLUX)")
     p.add_argument("--condition", choices=("prior", "null", "text"), default=None,
                    help="prior: ASUKA; null: the SD baseline (empty condition); text: SD with --prompt")
     p.add_argument("--condition-weight", type=float, default=None,
