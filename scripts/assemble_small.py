@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
 
     from asuka import AsukaAligner, MaskConditionedDecoder
+    from asuka.errors import InputError
     from asuka.pipeline import load_pipeline
     from asuka.training.export import write_model_index
 
@@ -62,7 +63,10 @@ def main(argv=None) -> int:
     pipe = load_pipeline(model, device="cpu", dtype="float32")
     if pipe.decoder is None:
         sys.exit(f"{model}: no decoder/ (train the decoder stage first)")
-    pipe.register_defaults(args.default_steps, args.default_resolution)
+    try:
+        pipe.register_defaults(args.default_steps, args.default_resolution)
+    except InputError as exc:
+        sys.exit(f"--default-steps / --default-resolution: {exc}")
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)

@@ -93,6 +93,12 @@ class MaskConfig:
     min_ratio: float = 0.1
     max_ratio: float = 0.5
 
+    def validate(self) -> None:
+        _check_choice("masks.kind", self.kind, ("paper_train", "rect"))
+        if not 0.0 <= self.min_ratio <= self.max_ratio <= 1.0:
+            raise InputError("config masks.min_ratio/max_ratio: expected 0 <= min <= max <= 1, got "
+                             f"{self.min_ratio}, {self.max_ratio}")
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -127,7 +133,7 @@ class TrainConfig:
         """Check values that a type alone does not pin down; raises :class:`InputError`."""
         _check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
         _check_choice("data.resize", self.data.resize, ("shorter", "none"))
-        _check_choice("masks.kind", self.masks.kind, ("paper_train", "rect"))
+        self.masks.validate()
         for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every",
                     "data.resolution"):
             value = get_key(self, key)
@@ -137,9 +143,6 @@ class TrainConfig:
             raise InputError(f"config data.num_workers: expected >= 0, got {self.data.num_workers}")
         if self.keep_checkpoints < 1:
             raise InputError(f"config keep_checkpoints: expected >= 1, got {self.keep_checkpoints}")
-        if not 0.0 <= self.masks.min_ratio <= self.masks.max_ratio <= 1.0:
-            raise InputError("config masks.min_ratio/max_ratio: expected 0 <= min <= max <= 1, got "
-                             f"{self.masks.min_ratio}, {self.masks.max_ratio}")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

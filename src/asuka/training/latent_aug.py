@@ -99,8 +99,7 @@ class LatentAugConfig:
             raise InputError(f"config batch_size: expected >= 1, got {self.batch_size}")
         if not isinstance(self.masked, bool):
             raise InputError(f"config masked: expected true or false, got {self.masked!r}")
-        if self.masks.kind not in ("paper_train", "rect"):
-            raise InputError(f"config masks.kind: expected paper_train or rect, got {self.masks.kind!r}")
+        self.masks.validate()
 
 
 def _id_key(ident: str) -> int:
