@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One intra-op thread everywhere, including in code that picks its own count the way users get it
+# (asuka.threads.set_threads honours OMP_NUM_THREADS): the count otherwise follows the machine's
+# load, and float sums -- so byte-for-byte comparisons -- differ between 1 and 2 threads.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch
