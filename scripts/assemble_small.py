@@ -44,6 +44,9 @@ def main(argv=None) -> int:
                    help="crop mode's working side in px when a call gives none (model_index.json "
                    "default_resolution; chosen on validation photos, see MODEL_CARD.md); default: the "
                    "UNet's training size")
+    p.add_argument("--default-poisson-blend", type=float, default=None, metavar="FADE",
+                   help="Poisson seam blending's fade in working px when a call gives none (model_index.json "
+                   "default_poisson_blend; chosen on validation photos, see MODEL_CARD.md); default: none")
     args = p.parse_args(argv)
     if args.default_steps is not None and args.default_steps < 1:
         sys.exit(f"--default-steps must be >= 1, got {args.default_steps}")
@@ -64,9 +67,9 @@ def main(argv=None) -> int:
     if pipe.decoder is None:
         sys.exit(f"{model}: no decoder/ (train the decoder stage first)")
     try:
-        pipe.register_defaults(args.default_steps, args.default_resolution)
+        pipe.register_defaults(args.default_steps, args.default_resolution, args.default_poisson_blend)
     except InputError as exc:
-        sys.exit(f"--default-steps / --default-resolution: {exc}")
+        sys.exit(f"--default-steps / --default-resolution / --default-poisson-blend: {exc}")
     card = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
     assert res.images.shape == (1, 3, size, size) and torch.isfinite(res.images).all()
     assert again.default_num_inference_steps == (args.default_steps or 50)
     assert again.working_resolution == (args.default_resolution or again.native_resolution)
+    assert again.seam_fade() == args.default_poisson_blend
     for folder in (out, abl_out):
         print(f"{folder}: {folder_size(folder) / 2**20:.2f} MiB")
     return 0

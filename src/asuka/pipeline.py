@@ -71,12 +71,13 @@ class AsukaInpaintPipeline(AsukaPipelineBase):
         tokenizer=None,
         default_steps: int | None = None,
         default_resolution: int | None = None,
+        default_poisson_blend: float | None = None,
     ):
         super().__init__()
         _check_compatible(mae, aligner, unet, vae, decoder, text_encoder)
         self.register_modules(mae=mae, aligner=aligner, unet=unet, vae=vae, scheduler=scheduler,
                               decoder=decoder, text_encoder=text_encoder, tokenizer=tokenizer)
-        self.register_defaults(default_steps, default_resolution)
+        self.register_defaults(default_steps, default_resolution, default_poisson_blend)
 
     @property
     def native_resolution(self) -> int:

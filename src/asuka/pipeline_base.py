@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from asuka import io
+from asuka import io, seams
 from asuka.errors import CheckpointError, InputError
 
 CONDITIONS = ("prior", "null", "text")
@@ -42,6 +42,8 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PAD_MODES = ("reflect", "replicate")
 #: Default context margin (pixels) around the hole in crop mode, as ``asuka inpaint --crop-margin``.
 DEFAULT_CROP_MARGIN = 64
+#: Conjugate-gradient iterations of the seam blending's pass at the output size (see _paste_value).
+OUTPUT_BLEND_ITERATIONS = 100
 #: Denoising steps when neither the call nor the model folder (``default_steps`` in
 #: ``model_index.json``) says otherwise.
 DEFAULT_STEPS = 50
@@ -131,11 +133,15 @@ class AsukaPipelineBase(DiffusionPipeline):
         a small model on validation photos) when it has one, else :attr:`native_resolution`."""
         return int(self.config.get("default_resolution") or self.native_resolution)
 
-    def register_defaults(self, default_steps: int | None, default_resolution: int | None) -> None:
+    def register_defaults(self, default_steps: int | None, default_resolution: int | None,
+                          default_poisson_blend: float | None = None) -> None:
         """Check and keep (in ``model_index.json``) the folder's defaults for calls that give none:
-        ``default_steps`` (denoising steps) and ``default_resolution`` (crop mode's working side,
-        a multiple of :attr:`size_multiple`)."""
+        ``default_steps`` (denoising steps), ``default_resolution`` (crop mode's working side,
+        a multiple of :attr:`size_multiple`) and ``default_poisson_blend`` (the fade of the
+        Poisson seam blending, :mod:`asuka.seams`, in working pixels; ``None``: no blending)."""
         steps = check_default_steps(default_steps)
+        if default_poisson_blend is not None:
+            default_poisson_blend = check_fade("default_poisson_blend", default_poisson_blend)
         if default_resolution is not None:
             m = self.size_multiple
             if (isinstance(default_resolution, bool) or not isinstance(default_resolution, int)
@@ -143,13 +149,26 @@ class AsukaPipelineBase(DiffusionPipeline):
                 raise InputError(f"default_resolution must be None or a positive multiple of {m} pixels "
                                  f"(the latent grid), got {default_resolution!r}")
             default_resolution = int(default_resolution)
-        self.register_to_config(default_steps=steps, default_resolution=default_resolution)
+        self.register_to_config(default_steps=steps, default_resolution=default_resolution,
+                                default_poisson_blend=default_poisson_blend)
 
     @property
     def default_num_inference_steps(self) -> int:
         """Steps when a call gives none: the model folder's ``default_steps`` (a model trained for
         few-step sampling records what suits it), else :data:`DEFAULT_STEPS`."""
         return int(self.config.get("default_steps") or DEFAULT_STEPS)
+
+    def seam_fade(self, poisson_blend: float | bool | None = None) -> float | None:
+        """The fade (working pixels) of the Poisson seam blending that a call's ``poisson_blend``
+        asks for, ``None`` for none: ``None`` -> the folder's ``default_poisson_blend``; ``False``
+        -> none; ``True`` -> the folder's fade, else 0; a number >= 0 -> that fade."""
+        folder = self.config.get("default_poisson_blend")
+        if poisson_blend is None or poisson_blend is True:
+            return folder if poisson_blend is None or folder is not None else 0.0
+        if poisson_blend is False:
+            return None
+        return check_fade("poisson_blend", poisson_blend,
+                          " (or None: the model's default, True: on, False: off)")
 
     def has_text_encoder(self) -> bool:
         raise NotImplementedError
@@ -196,6 +215,7 @@ class AsukaPipelineBase(DiffusionPipeline):
         decoder: str | None = None,
         composite: bool = True,
         feather: float = 0.0,
+        poisson_blend: float | bool | None = None,
         padding_mask_crop: int | None = DEFAULT_CROP_MARGIN,
         full_image: bool = False,
         resolution: int | None = None,
@@ -240,6 +260,14 @@ class AsukaPipelineBase(DiffusionPipeline):
                 ``feather == 0``); ``False`` returns the model's output (in crop mode: the
                 whole crop region, pasted into the original).
             feather: width in pixels of a soft seam *outside* the hole; 0 = hard paste.
+            poisson_blend: re-solve the hole so it meets its surroundings (gradient-domain
+                blending of the model's output, :mod:`asuka.seams`; not in the paper): solved at
+                the working size, then refined at the output size (100 iterations at most)
+                before the known pixels are pasted back (with ``composite=False``: the working
+                size's pass only). ``None``: the model folder's
+                ``default_poisson_blend`` (off when it has none); ``False``: off; ``True``: on,
+                with the folder's fade (else 0); a number >= 0: on, the fill's gradients fading
+                in over that many working pixels from the hole's edge.
             padding_mask_crop: crop mode (the default) -- margin in pixels: work on a square-ish
                 region around the hole's bounding box (at least ``resolution`` wide, clamped to
                 the image), resized so its longer side is at most ``resolution``; only that
@@ -276,7 +304,8 @@ class AsukaPipelineBase(DiffusionPipeline):
         return self._call(
             image, mask_image, generator=generator, latents=latents, prompt=prompt,
             negative_prompt=negative_prompt, composite=composite, feather=feather,
-            padding_mask_crop=padding_mask_crop, full_image=full_image, resolution=resolution,
+            seam_fade=self.seam_fade(poisson_blend), padding_mask_crop=padding_mask_crop, full_image=full_image,
+            resolution=resolution,
             height=height, width=width, pad_mode=pad_mode, resize_mask=resize_mask,
             num_images_per_prompt=num_images_per_prompt, output_type=output_type, return_dict=return_dict,
             callback_on_step_end=callback_on_step_end,
@@ -290,8 +319,8 @@ class AsukaPipelineBase(DiffusionPipeline):
             decoder=decoder or ("asuka" if self.decoder is not None else "vae"), **options)
 
     def _call(self, image, mask_image, *, generator, latents, prompt, negative_prompt, composite: bool,
-              feather: float, padding_mask_crop: int | None, full_image: bool, resolution: int | None,
-              height: int | None, width: int | None, pad_mode: str, resize_mask: bool,
+              feather: float, seam_fade: float | None, padding_mask_crop: int | None, full_image: bool,
+              resolution: int | None, height: int | None, width: int | None, pad_mode: str, resize_mask: bool,
               num_images_per_prompt: int, output_type: str, return_dict: bool,
               callback_on_step_end: Callable | None, callback_on_step_end_tensor_inputs, **options):
         # 0. Check the options and bring the inputs to items (original resolution, CPU, not converted).
@@ -346,16 +375,20 @@ class AsukaPipelineBase(DiffusionPipeline):
                 negative_prompt=[it.negative_prompt for it in group] if text else None,
                 output_latents=output_type == "latent", callback_on_step_end=callback_on_step_end,
                 callback_on_step_end_tensor_inputs=tensor_inputs, **options)
+            if seam_fade is not None and output_type != "latent":
+                # 5a. (not in the paper, asuka.seams) the hole re-solved to meet its surroundings
+                out = seams.poisson_blend(out.float(), image_b.to(out.device), mask_b.to(out.device), fade=seam_fade)
             out = out.float().cpu()
             for k, i in enumerate(indices):
                 # 6. (composite) back to the original resolution; pasted when formatting
                 results[i] = out[k] if output_type == "latent" else from_working(out[k], pads, items[i].box[2:])
 
-        images = self._format(items, results, output_type, composite=composite, feather=feather)
+        images = self._format(items, results, output_type, composite=composite, feather=feather, seam_fade=seam_fade)
         self.maybe_free_model_hooks()
         return AsukaPipelineOutput(images=images) if return_dict else (images,)
 
-    def _format(self, items: list[_Item], results: list, output_type: str, *, composite: bool, feather: float):
+    def _format(self, items: list[_Item], results: list, output_type: str, *, composite: bool, feather: float,
+                seam_fade: float | None):
         """Paste each generated region into (a copy of) its original and format the batch."""
         if output_type == "latent":
             return _stack_if_same(results)
@@ -367,7 +400,8 @@ class AsukaPipelineBase(DiffusionPipeline):
                     PIL.Image.fromarray(_full_uint8(item.source))
                 if generated is not None:
                     top, left, _, _ = item.box
-                    region = _paste_value(item, generated, composite=composite, feather=feather)
+                    region = _paste_value(item, generated, composite=composite, feather=feather,
+                                          seam_fade=seam_fade)
                     canvas.paste(PIL.Image.fromarray(io.tensor_to_uint8(region)[0]), (left, top))
                 outputs.append(canvas)
             else:
@@ -375,7 +409,7 @@ class AsukaPipelineBase(DiffusionPipeline):
                 if generated is not None:
                     top, left, h, w = item.box
                     canvas[:, top:top + h, left:left + w] = _paste_value(item, generated, composite=composite,
-                                                                         feather=feather)
+                                                                         feather=feather, seam_fade=seam_fade)
                 outputs.append(canvas)
         if output_type == "pil":
             return outputs
@@ -537,12 +571,22 @@ def _region_mask(mask: torch.Tensor, box) -> torch.Tensor:
     return mask[top:top + h, left:left + w].float()[None]
 
 
-def _paste_value(item: _Item, generated: torch.Tensor, *, composite: bool, feather: float) -> torch.Tensor:
-    """What goes into the region: the output, or the composite with the known pixels."""
+def _paste_value(item: _Item, generated: torch.Tensor, *, composite: bool, feather: float,
+                 seam_fade: float | None = None) -> torch.Tensor:
+    """What goes into the region: the output, or the composite with the known pixels (with the
+    seam blending's pass at the output size first, when a fade is given)."""
     if not composite:
         return generated
-    return composite_known(_region_float(item.source, item.box), generated, _region_mask(item.mask, item.box),
-                           feather)
+    original, mask = _region_float(item.source, item.box), _region_mask(item.mask, item.box)
+    if seam_fade is not None:
+        # 6a. The working size's blend (5a) met the surroundings as they look at the working size;
+        #     resized back, its first pixels miss the original's detail. Re-solve at the output size,
+        #     the fade in the same proportion, from the resized blend: its smooth part is solved
+        #     already, so a bounded number of iterations does (work ~ the region's pixels).
+        scale = max(item.box[2] / item.work_size[0], item.box[3] / item.work_size[1])
+        generated = seams.poisson_blend(generated[None], original[None], mask[None], fade=seam_fade * scale,
+                                        tol=1e-3, max_iter=OUTPUT_BLEND_ITERATIONS)[0]
+    return composite_known(original, generated, mask, feather)
 
 
 def _select(latents: torch.Tensor, indices: list[int], n: int) -> torch.Tensor:
@@ -881,6 +925,14 @@ def component(value, cls, name: str, **release_kwargs):
             return cls.from_release(path, **release_kwargs)
         raise CheckpointError(f"{name}: no such file or folder: {path}")
     raise InputError(f"{name}: expected a {cls.__name__}, a folder or a release file, got {type(value).__name__}")
+
+
+def check_fade(name: str, value, hint: str = "") -> float:
+    """A Poisson seam blending fade (:mod:`asuka.seams`): a finite number >= 0 of working pixels."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value) or value < 0):
+        raise InputError(f"{name} must be a fade width in working pixels, a number >= 0{hint}, got {value!r}")
+    return float(value)
 
 
 def check_default_steps(default_steps) -> int | None:

@@ -86,13 +86,14 @@ class AsukaFluxFillPipeline(AsukaPipelineBase):
         tokenizer_2=None,
         default_steps: int | None = None,
         default_resolution: int | None = None,
+        default_poisson_blend: float | None = None,
     ):
         super().__init__()
         _check_compatible(mae, clip_aligner, t5_aligner, transformer, vae, decoder, text_encoder, text_encoder_2)
         self.register_modules(mae=mae, clip_aligner=clip_aligner, t5_aligner=t5_aligner, transformer=transformer,
                               vae=vae, scheduler=scheduler, decoder=decoder, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
-        self.register_defaults(default_steps, default_resolution)
+        self.register_defaults(default_steps, default_resolution, default_poisson_blend)
 
     @property
     def size_multiple(self) -> int:

@@ -140,6 +140,7 @@ def describe_folder(root: str) -> dict:
     total_bytes = sum(os.path.getsize(os.path.join(dp, fn)) for dp, _, fns in os.walk(root) for fn in fns)
     return {"model": root, "pipeline": index.get("_class_name"), "diffusers_version": index.get("_diffusers_version"),
             "default_steps": index.get("default_steps"), "default_resolution": index.get("default_resolution"),
+            "default_poisson_blend": index.get("default_poisson_blend"),
             "components": components, "parameters": sum(c.get("parameters") or 0 for c in components.values()),
             "bytes": total_bytes}
 
@@ -195,6 +196,9 @@ def format_description(d: dict) -> str:
     if d.get("default_resolution"):
         lines.append(f"  working resolution: {d['default_resolution']} px (model_index.json default_resolution; "
                      "--resolution overrides)")
+    if d.get("default_poisson_blend") is not None:
+        lines.append(f"  seam blending: Poisson, fade {d['default_poisson_blend']:g} px (model_index.json "
+                     "default_poisson_blend; --no-poisson-blend turns it off)")
     for name, c in d["components"].items():
         cls = f"{c['library']}.{c['class']}" if c.get("library") else "-"
         if c.get("absent"):

@@ -61,6 +61,14 @@ def register(subparsers) -> None:
     p.add_argument("--no-composite", action="store_true",
                    help="keep the model's output everywhere (default: paste the known pixels back)")
     p.add_argument("--feather", type=float, default=0.0, help="soft seam width in pixels outside the hole")
+    blend = p.add_mutually_exclusive_group()
+    blend.add_argument("--poisson-blend", nargs="?", const=True, default=None, type=fade_width, metavar="FADE",
+                       help="re-solve the hole in the gradient domain so it meets its surroundings (not in the "
+                            "paper; asuka.seams), the fill's gradients fading in over FADE working pixels "
+                            "(default: the model's -- its folder's default_poisson_blend, off when it has none; "
+                            "without FADE: the folder's fade, else 0)")
+    blend.add_argument("--no-poisson-blend", dest="poisson_blend", action="store_const", const=False,
+                       help="no seam blending, whatever the model's default (the paper's method)")
     p.add_argument("--resize-mask", action="store_true",
                    help="resize a mask of another size to the image's (nearest) instead of failing")
     add_crop_options(p)
@@ -78,6 +86,17 @@ def register(subparsers) -> None:
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     add_watermark_option(p)
     p.set_defaults(func=run, sets_threads=True, ends_startup=True)
+
+
+def fade_width(text: str) -> float:
+    """``--poisson-blend FADE``: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"FADE must be a number >= 0 (working pixels), got {text!r}")
+    return value
 
 
 def _jobs(args) -> list[tuple[Path, Path, Path]]:
@@ -161,18 +180,20 @@ def run(args) -> int:
     options = dict(
         num_inference_steps=args.steps, condition=args.condition, prompt=args.prompt, decoder=args.decoder,
         composite=not args.no_composite, feather=args.feather, full_image=args.full_image,
-        padding_mask_crop=args.crop_margin, resolution=args.resolution,
+        padding_mask_crop=args.crop_margin, resolution=args.resolution, poisson_blend=args.poisson_blend,
     )
     # unset: the pipeline's own defaults (they differ between the SD-1.5 and FLUX variants)
     options.update({k: v for k, v in (("condition_weight", args.condition_weight),
                                       ("guidance_scale", args.guidance_scale)) if v is not None})
     weight = pipe.default_condition_weight if args.condition_weight is None else args.condition_weight
     guidance = pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
+    fade = pipe.seam_fade(args.poisson_blend)  # the recipe records the fade used, False for none
     recipe = provenance.recipe(
         pipe, args.model, steps=args.steps, seed=args.seed, decoder=args.decoder,
         condition=args.condition or ("text" if args.prompt is not None else "prior"),
         watermark=args.watermark, condition_weight=weight, guidance_scale=guidance, prompt=args.prompt,
         crop_margin=margin, composite=not args.no_composite, feather=args.feather or None,
+        poisson_blend=False if fade is None else fade,
         resolution=None if args.full_image else (args.resolution or pipe.working_resolution))
 
     failed = 0

@@ -1,0 +1,117 @@
+"""Gradient-domain (Poisson) seam blending of a fill into its surroundings.
+
+A departure from the paper, off unless asked for or a model folder turns it on
+(``default_poisson_blend`` in ``model_index.json``): the mask-conditioned decoder is meant to
+make the hole meet its surroundings, and a small one does not quite (its colours drift at the
+hole's edge). :func:`poisson_blend` re-solves the hole as Perez et al.'s seamless cloning
+("Poisson Image Editing", SIGGRAPH 2003): the result equals the known pixels at the hole's edge
+and, inside, follows the *gradients* of the model's fill -- its content and texture, without
+its colour offset. ``fade`` lets those gradients fade in over the first pixels of the hole, so
+the edge continues the surroundings smoothly instead of starting with the model's texture.
+
+The system (a 5-point Laplacian on the hole's pixels, Dirichlet on the known ones, Neumann at
+the image border) is solved by conjugate gradients in torch. The pipelines solve it twice
+(:class:`asuka.pipeline_base.AsukaPipelineBase`): on the working batch, to convergence (work
+bounded by the working resolution, on the pipeline's device), then on the region at the output
+size, from the resized first solution, for a bounded number of iterations, so the hole's first
+pixels meet the original's full-resolution detail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: the 4-neighbourhood as (dy, dx)
+_NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``out[..., y, x] = x[..., y + dy, x + dx]``, zero outside."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1))
+    return padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+
+def fade_weight(mask: torch.Tensor, fade: float) -> torch.Tensor:
+    """``(B, 1, H, W)`` weight of the fill's gradients: ``(d - 0.5) / fade`` clamped to [0, 1] at
+    a hole pixel ``d`` pixels (chessboard distance) from the nearest known one; 1 everywhere
+    when ``fade <= 0``."""
+    if fade <= 0:
+        return torch.ones_like(mask)
+    reached = 1.0 - mask
+    dist = mask.clone()
+    for _ in range(math.ceil(fade)):  # grow the known region a pixel a step; count the steps missed
+        reached = F.max_pool2d(reached, 3, stride=1, padding=1)
+        dist = dist + (1.0 - reached)
+    return ((dist - 0.5) / fade).clamp(0.0, 1.0)
+
+
+def _inside_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Whether the neighbour ``(dy, dx)`` of each pixel lies in the image (``(B, 1, H, W)``)."""
+    return _shift(torch.ones_like(x[:, :1]), dy, dx).bool()
+
+
+@torch.no_grad()
+def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, *, fade: float = 0.0,
+                  tol: float = 1e-4, max_iter: int = 2000) -> torch.Tensor:
+    """``generated`` re-solved in the hole so it meets ``image`` there without a seam.
+
+    Args:
+        generated: ``(B, C, H, W)`` the model's output (any range; [-1, 1] in the pipelines).
+        image: ``(B, C, H, W)`` the input; only its known pixels (``mask == 0``) are read.
+        mask: ``(B, 1, H, W)``, 1 = hole.
+        fade: pixels over which the fill's gradients fade in from the hole's edge (0: plain
+            seamless cloning).
+        tol: conjugate gradients stop when the residual's RMS over the hole is below ``tol``
+            times the right-hand side's (or after ``max_iter`` iterations).
+
+    Returns:
+        ``(B, C, H, W)``: ``generated`` with its hole re-solved (outside the hole it is
+        unchanged: pasting the known pixels back stays the caller's composite step). An item
+        without known pixels or without a hole (nothing to meet) is returned unchanged.
+    """
+    if generated.shape != image.shape or mask.shape != (image.shape[0], 1, *image.shape[2:]):
+        raise ValueError(f"poisson_blend: generated {tuple(generated.shape)} and image {tuple(image.shape)} must "
+                         f"match, mask must be (B, 1, H, W); got mask {tuple(mask.shape)}")
+    dtype = generated.dtype
+    g, known_img = generated.float(), image.float()
+    hole = (mask > 0.5).float()
+    hole = hole * ((1.0 - hole).sum((-2, -1), keepdim=True) > 0)  # an all-hole item: nothing to meet, kept
+    known = 1.0 - hole
+    weight = fade_weight(hole, fade)
+    # right-hand side: sum over neighbours q of w_pq (g_p - g_q), plus f_q for known q
+    degree = torch.zeros_like(hole)
+    b = torch.zeros_like(g)
+    for dy, dx in _NEIGHBOURS:
+        inside = _inside_image(hole, dy, dx).float()
+        degree += inside
+        w_pq = 0.5 * (weight + _shift(weight, dy, dx)) * inside
+        b += w_pq * (g - _shift(g, dy, dx)) + inside * _shift(known * known_img, dy, dx)
+    b = b * hole
+
+    def apply(x):  # A x on the hole's pixels (x is zero outside them)
+        out = degree * x
+        for dy, dx in _NEIGHBOURS:
+            out = out - _shift(x, dy, dx)
+        return out * hole
+
+    # conjugate gradients, per item and channel, from the model's own fill
+    x = g * hole
+    r = b - apply(x)
+    p = r.clone()
+    rr = (r * r).sum((-2, -1), keepdim=True)
+    stop = (tol ** 2) * (b * b).sum((-2, -1), keepdim=True).clamp_min(1e-12)
+    for _ in range(max_iter):
+        if bool((rr <= stop).all()):
+            break
+        ap = apply(p)
+        alpha = rr / (p * ap).sum((-2, -1), keepdim=True).clamp_min(1e-20)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = (r * r).sum((-2, -1), keepdim=True)
+        p = r + (rr_new / rr.clamp_min(1e-20)) * p
+        rr = rr_new
+    return (known * g + hole * x).to(dtype)
