@@ -49,18 +49,21 @@ from asuka.baselines import opencv_inpaint, quantize_8bit
 ROOT = Path(__file__).resolve().parents[1]
 
 METHODS = [
-    # key, label, condition, decoder ("asuka" | "vae" | "noaug"), aligner ("main" | "linear")
-    ("base", "base (null condition, VAE decoder)", "null", "vae", "main"),
-    ("asuka", "**ASUKA** (MAE prior, aligner, conditioned decoder)", "prior", "asuka", "main"),
-    ("no_mae", "no MAE prior (null condition, ASUKA decoder)", "null", "asuka", "main"),
-    ("linear", "linear alignment only", "prior", "asuka", "linear"),
-    ("vanilla_dec", "vanilla decoder (ASUKA condition, VAE decoder)", "prior", "vae", "main"),
-    ("noaug_dec", "conditioned decoder w/o augmentation", "prior", "noaug", "main"),
-    ("telea", "OpenCV Telea (classical)", None, None, None),
-    ("ns", "OpenCV Navier-Stokes (classical)", None, None, None),
+    # key, label, condition, decoder ("asuka" | "vae" | "noaug"), aligner ("main" | "linear"),
+    # poisson_blend (None: the CLI's default, i.e. the model's; False: off)
+    ("base", "base (null condition, VAE decoder)", "null", "vae", "main", None),
+    ("asuka", "**ASUKA** (MAE prior, aligner, conditioned decoder)", "prior", "asuka", "main", None),
+    ("asuka_noblend", "ASUKA without seam blending (the paper's method)", "prior", "asuka", "main", False),
+    ("no_mae", "no MAE prior (null condition, ASUKA decoder)", "null", "asuka", "main", None),
+    ("linear", "linear alignment only", "prior", "asuka", "linear", None),
+    ("vanilla_dec", "vanilla decoder (ASUKA condition, VAE decoder)", "prior", "vae", "main", None),
+    ("noaug_dec", "conditioned decoder w/o augmentation", "prior", "noaug", "main", None),
+    ("telea", "OpenCV Telea (classical)", None, None, None, None),
+    ("ns", "OpenCV Navier-Stokes (classical)", None, None, None, None),
 ]
-HEADS = {"base": "base", "asuka": "ASUKA", "no_mae": "no MAE", "linear": "linear align",
-         "vanilla_dec": "vanilla dec", "noaug_dec": "dec w/o aug", "telea": "Telea", "ns": "Navier-Stokes"}
+HEADS = {"base": "base", "asuka": "ASUKA", "asuka_noblend": "ASUKA no blend", "no_mae": "no MAE",
+         "linear": "linear align", "vanilla_dec": "vanilla dec", "noaug_dec": "dec w/o aug", "telea": "Telea",
+         "ns": "Navier-Stokes"}
 
 
 def cli_defaults() -> dict:
@@ -69,7 +72,7 @@ def cli_defaults() -> dict:
 
     a = build_parser().parse_args(["inpaint", "in.png", "mask.png", "-o", "out.png"])
     return {"steps": a.steps, "seed": a.seed, "crop_margin": a.crop_margin, "feather": a.feather,
-            "guidance_scale": a.guidance_scale, "resolution": a.resolution}
+            "guidance_scale": a.guidance_scale, "resolution": a.resolution, "poisson_blend": a.poisson_blend}
 
 
 def parse_args(argv=None):
@@ -135,7 +138,8 @@ def load_pipelines(args) -> dict:
     pipes = {"main": pipe}
     abl = Path(args.ablations)
     parts = dict(pipe.components, default_steps=pipe.config.get("default_steps"),
-                 default_resolution=pipe.config.get("default_resolution"))
+                 default_resolution=pipe.config.get("default_resolution"),
+                 default_poisson_blend=pipe.config.get("default_poisson_blend"))
     if (abl / "aligner-linear").is_dir():
         pipes["linear"] = AsukaInpaintPipeline(**{**parts, "aligner": AsukaAligner.from_pretrained(abl / "aligner-linear")})
     if (abl / "decoder-noaug").is_dir():
@@ -147,7 +151,7 @@ def load_pipelines(args) -> dict:
 
 
 @torch.no_grad()
-def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, batch_size):
+def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, batch_size, poisson_blend=None):
     """What ``asuka inpaint`` writes for each input (one generator per image seeded with
     ``seed``), as ``(N,3,H,W)`` in [-1, 1] quantised to 8 bits."""
     outs = []
@@ -157,7 +161,8 @@ def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, bat
         res = pipe(list(images[sl]), list(masks[sl]), num_inference_steps=defaults["steps"], generator=gens,
                    condition=condition, decoder=decoder, guidance_scale=defaults["guidance_scale"],
                    feather=defaults["feather"], padding_mask_crop=defaults["crop_margin"],
-                   resolution=defaults["resolution"], output_type="pt").images
+                   resolution=defaults["resolution"], output_type="pt",
+                   poisson_blend=defaults["poisson_blend"] if poisson_blend is None else poisson_blend).images
         outs.append(torch.as_tensor(res))
     out = torch.cat(outs)
     return quantize_8bit(out)
@@ -246,9 +251,10 @@ def main(argv=None) -> int:
         defaults["resolution"] = working
 
     outputs, seeds_out, timings = {}, {}, {}
-    for key, _, cond, dec, aligner in METHODS:
-        if key not in wanted:
-            continue
+    blend = pipes["main"].seam_fade(defaults["poisson_blend"])
+    for key, _, cond, dec, aligner, method_blend in METHODS:
+        if key not in wanted or (method_blend is False and blend is None):
+            continue  # (without blending = the ASUKA row when the model blends by default)
         t = time.perf_counter()
         if cond is None:
             outputs[key] = opencv_inpaint(images, masks, key)
@@ -261,7 +267,7 @@ def main(argv=None) -> int:
             runs = args.seeds if key in ("asuka", "no_mae") else 1
             samples = [cached(args.cache, f"{key}_seed{defaults['seed'] + s}", lambda s=s: run_cli_like(
                 pipe, images, masks, condition=cond, decoder=decoder, seed=defaults["seed"] + s, defaults=defaults,
-                batch_size=args.batch_size)) for s in range(runs)]
+                batch_size=args.batch_size, poisson_blend=method_blend)) for s in range(runs)]
             outputs[key] = samples[0]
             if runs > 1:
                 seeds_out[key] = torch.stack(samples)
@@ -313,7 +319,7 @@ def main(argv=None) -> int:
     rows = [i * args.masks_per_photo + (i % args.masks_per_photo)
             for i in range(min(args.figure_rows, n // args.masks_per_photo))]
     figure(Path(args.figure), images, masks, outputs, rows, args.tile)
-    write_report(args, results, checks, defaults, n, hole, working, wall)
+    write_report(args, results, checks, defaults, n, hole, working, wall, blend)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"results": results, "checks": checks, "cli_defaults": defaults,
                                            "settings": vars(args), "wall_s": wall,
@@ -324,7 +330,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def write_report(args, results, checks, defaults, n, hole, working, wall):
+def write_report(args, results, checks, defaults, n, hole, working, wall, blend):
     out = Path(args.out)
     rel = os.path.relpath(args.figure, out.parent)
     lines = [
@@ -356,7 +362,12 @@ def write_report(args, results, checks, defaults, n, hole, working, wall):
                            mask_seed=args.mask_seed, hole=float(hole.mean()), hmin=float(hole.min()),
                            hmax=float(hole.max()), figure=rel, wall=wall, band=args.band, working=working,
                            steps=defaults["steps"], seed=defaults["seed"], margin=defaults["crop_margin"],
-                           seeds=args.seeds, paired="\n".join(paired))
+                           seeds=args.seeds, paired="\n".join(paired),
+                           blend="no seam blending (the model has no `default_poisson_blend`)" if blend is None else
+                           f"Poisson seam blending of the hole at the working size and then at the output size "
+                           f"(the model's `default_poisson_blend`: fade {blend:g} working px; not in the paper, see "
+                           f"`asuka.seams`) "
+                           f"for every learned method but the row *without seam blending*")
     marker = "<!-- small-model-report -->"
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.is_file() and marker in out.read_text():
@@ -375,7 +386,8 @@ for training, see `data/README.md`) x {k} MISATO-style masks each
 hole ratio {hole:.2f} ({hmin:.2f}-{hmax:.2f}). Every learned method runs as `asuka inpaint`
 with its defaults: crop mode (margin {margin} px) at the model's working resolution
 ({working} px; a larger region is resized down, inpainted, resized back and pasted), DDIM
-{steps} step(s) (the model's default), no guidance, seed {seed}, known pixels pasted back, 8-bit output. OpenCV
+{steps} step(s) (the model's default), no guidance, seed {seed}, {blend}, known pixels pasted back,
+8-bit output. OpenCV
 runs at 512 px. Metrics on the composite: PSNR over the hole pixels; SSIM of the grey image;
 band colour error = mean CIEDE2000 to the ground truth over the hole pixels within {band} px of
 the known region, band colour cast = CIEDE2000 between the band's mean colours; boundary

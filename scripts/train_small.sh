@@ -34,6 +34,7 @@ ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
 DECODER_STEPS=${DECODER_STEPS:-3500}   # decoder and decoder_noaug (ablation) alike
 DEFAULT_STEPS=${DEFAULT_STEPS:-1}     # the folder's default denoising steps (chosen on validation views of training photos: MODEL_CARD.md)
 DEFAULT_RESOLUTION=${DEFAULT_RESOLUTION:-256}  # the folder's crop-mode working side in px (same validation)
+DEFAULT_POISSON_BLEND=${DEFAULT_POISSON_BLEND:-8}  # the folder's seam blending fade in working px (same validation; "" = none)
 PARALLEL=${PARALLEL:-1}
 NICE=${NICE:-10}
 CFG=configs/asuka-small-128
@@ -139,5 +140,6 @@ fi
 
 # 4. assemble the folders (weights + configs + metrics of every stage) into $RUNS/asuka-small and
 #    $RUNS/asuka-small-ablations; shipping them is a separate, deliberate copy (TRAINING.md)
-python scripts/assemble_small.py --runs "$RUNS" --default-steps "$DEFAULT_STEPS" --default-resolution "$DEFAULT_RESOLUTION"
+python scripts/assemble_small.py --runs "$RUNS" --default-steps "$DEFAULT_STEPS" --default-resolution "$DEFAULT_RESOLUTION" \
+    ${DEFAULT_POISSON_BLEND:+--default-poisson-blend "$DEFAULT_POISSON_BLEND"}
 echo "[$(date +%T)] all stages done"

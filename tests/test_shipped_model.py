@@ -3,11 +3,12 @@
 Photos in ``tests/data/heldout/`` (256 x 256 centre crops of held-out photos that no model of
 this repository was trained or tuned on; licences in its README.md), with seeded masks of the
 MISATO-style evaluation mixture, through the pipeline's defaults (crop mode, the model's
-default steps, seed 0), as ``asuka inpaint`` runs them. The model must beat a fill with the
-mean colour of the known pixels of its crop region on the mean PSNR in the hole and on the mean
-band colour error (CIEDE2000 over the hole pixels within 4 px of the known region); the
-figures against OpenCV's Telea are checked and recorded too. (Beating Telea, issue 9's bar, is
-not reached by the shipped model -- docs/RESULTS.md -- so that is not asserted.)
+default steps and seam blending, seed 0), as ``asuka inpaint`` runs them. The model must beat
+OpenCV's Telea (issue 9's bar) and a fill with the mean colour of the known pixels of its crop
+region on the mean PSNR in the hole and on the mean band colour error (CIEDE2000 over the hole
+pixels within 4 px of the known region). Measured when the test was written (2026-12-02, fade 8):
+PSNR 12.97 dB (Telea 12.45, mean fill 10.10), band error 7.19 (Telea 7.27, mean fill 26.46);
+without the seam blending the model scored 11.82 dB and 14.9, below Telea.
 """
 
 from pathlib import Path
@@ -43,7 +44,7 @@ def inputs():
 
 
 @pytest.mark.skipif(not (SHIPPED / "model_index.json").is_file(), reason=f"no shipped model at {SHIPPED}")
-def test_shipped_model_beats_the_mean_colour_fill_on_held_out_photos(inputs, record_property):
+def test_shipped_model_beats_telea_and_the_mean_colour_fill_on_held_out_photos(inputs, record_property):
     pytest.importorskip("skimage", reason="the band colour error (CIEDE2000) needs scikit-image (.[eval])")
     from asuka.baselines import mean_colour_fill, opencv_inpaint, quantize_8bit
     from asuka.metrics import band_color_error, hole_psnr
@@ -62,3 +63,5 @@ def test_shipped_model_beats_the_mean_colour_fill_on_held_out_photos(inputs, rec
     record_property("band_de", band)
     assert psnr["asuka"] > psnr["mean"] + 0.5, psnr
     assert band["asuka"] < band["mean"] - 2.0, band
+    assert psnr["asuka"] > psnr["telea"], psnr
+    assert band["asuka"] < band["telea"], band
