@@ -302,6 +302,31 @@ def test_cli_run_benchmark_with_a_saved_model(pipe, paired, full_run, tmp_path, 
     assert err.startswith("asuka: error: output folder") and "steps: 2 in run.json, 3 now" in err and "\n" not in err
 
 
+def test_seam_blending_follows_the_folder_is_recorded_and_fixes_the_run(paired, full_run, tmp_path, capsys):
+    """A folder's default_poisson_blend is used and recorded in run.json and the recipes; a run
+    without blending records nothing (older run.json files stay resumable); resuming with other
+    blending is refused; --no-poisson-blend gives the unblended outputs."""
+    from asuka import provenance
+    from asuka.cli import main
+    from asuka.pipeline import AsukaInpaintPipeline
+    from asuka.testing import tiny_components
+
+    AsukaInpaintPipeline(**tiny_components(0), default_poisson_blend=2).save_pretrained(tmp_path / "model")
+    base = ["run-benchmark", "--model", str(tmp_path / "model"), "--data", str(paired), "--steps", str(STEPS),
+            "--seed", "3", "--device", "cpu"]
+    blended, plain = tmp_path / "blended", tmp_path / "plain"
+    assert main(base + ["-o", str(blended)]) == 0
+    assert main(base + ["-o", str(plain), "--no-poisson-blend"]) == 0
+    assert json.loads((blended / MANIFEST_NAME).read_text())["settings"]["poisson_blend"] == 2.0
+    assert "poisson_blend" not in json.loads((plain / MANIFEST_NAME).read_text())["settings"]
+    assert provenance.read_recipe(PIL.Image.open(blended / "a.png"))["poisson_blend"] == 2.0
+    assert _pngs(plain) == _pngs(full_run[0])  # the same tiny model, unblended: the reference run's bytes
+    assert all(_pngs(blended)[n] != b for n, b in _pngs(plain).items())
+    capsys.readouterr()
+    assert main(base + ["-o", str(blended), "--poisson-blend", "4"]) == 2
+    assert "poisson_blend: 2.0 in run.json, 4.0 now" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model, data, expected", [
     ("empty-model", "paired", "no model_index.json"),
     ("model", "nowhere", "benchmark folder not found"),

@@ -162,13 +162,7 @@ class AsukaPipelineBase(DiffusionPipeline):
         """The fade (working pixels) of the Poisson seam blending that a call's ``poisson_blend``
         asks for, ``None`` for none: ``None`` -> the folder's ``default_poisson_blend``; ``False``
         -> none; ``True`` -> the folder's fade, else 0; a number >= 0 -> that fade."""
-        folder = self.config.get("default_poisson_blend")
-        if poisson_blend is None or poisson_blend is True:
-            return folder if poisson_blend is None or folder is not None else 0.0
-        if poisson_blend is False:
-            return None
-        return check_fade("poisson_blend", poisson_blend,
-                          " (or None: the model's default, True: on, False: off)")
+        return resolve_seam_fade(poisson_blend, self.config.get("default_poisson_blend"))
 
     def has_text_encoder(self) -> bool:
         raise NotImplementedError
@@ -925,6 +919,16 @@ def component(value, cls, name: str, **release_kwargs):
             return cls.from_release(path, **release_kwargs)
         raise CheckpointError(f"{name}: no such file or folder: {path}")
     raise InputError(f"{name}: expected a {cls.__name__}, a folder or a release file, got {type(value).__name__}")
+
+
+def resolve_seam_fade(poisson_blend: float | bool | None, folder_default: float | None) -> float | None:
+    """:meth:`AsukaPipelineBase.seam_fade` for a folder whose ``default_poisson_blend`` is
+    ``folder_default`` (also used before a model is loaded, from its ``model_index.json``)."""
+    if poisson_blend is None or poisson_blend is True:
+        return folder_default if poisson_blend is None or folder_default is not None else 0.0
+    if poisson_blend is False:
+        return None
+    return check_fade("poisson_blend", poisson_blend, " (or None: the model's default, True: on, False: off)")
 
 
 def check_fade(name: str, value, hint: str = "") -> float:

@@ -292,6 +292,7 @@ def run_benchmark(
     resolution: int | None = None,
     crop_margin: int | None = 64,
     composite: bool = True,
+    poisson_blend: float | bool | None = None,
     condition: str = "prior",
     decoder: str | None = None,
     batch_size: int = 1,
@@ -319,6 +320,9 @@ def run_benchmark(
             work on a region around the hole at the model's resolution and paste it back; None
             inpaints each image whole, at its own size.
         composite: paste the known pixels back (default); False keeps the model's output everywhere.
+        poisson_blend: the seam blending (:mod:`asuka.seams`), as the pipeline's argument: None
+            follows the model folder's ``default_poisson_blend``; the fade used is part of the
+            run's settings (absent when there is none).
         condition, decoder: the pipeline's ``condition`` (``"prior"`` = ASUKA, ``"null"`` = the
             SD baseline) and ``decoder`` (``"asuka"`` / ``"vae"``; None = the model's default).
         batch_size: items per pipeline call (results do not depend on it).
@@ -361,13 +365,15 @@ def run_benchmark(
             raise InputError(f"output folder {output} is the benchmark's input folder {inputs}; choose another one")
     if isinstance(model, (str, os.PathLike)):
         check_model_source(model)
-    if steps is None:  # the model's own default (its model_index.json's default_steps, else 50)
-        if isinstance(model, (str, os.PathLike)):
-            from asuka.pipeline_base import model_default_steps
+    # The model's own defaults where none are given (its model_index.json: default_steps, else 50;
+    # default_poisson_blend, else no seam blending).
+    from asuka.pipeline_base import DEFAULT_STEPS, model_index, resolve_seam_fade
 
-            steps = model_default_steps(model)
-        else:
-            steps = model.default_num_inference_steps
+    folder = model_index(model) if isinstance(model, (str, os.PathLike)) else model.config
+    if steps is None:
+        steps = int(folder.get("default_steps") or DEFAULT_STEPS)
+    fade = resolve_seam_fade(poisson_blend, folder.get("default_poisson_blend"))
+    blend = False if fade is None else fade  # what the pipeline is given: explicit, as recorded
 
     # 2. Which process this is, and how the processes meet.
     process_index, num_processes, barrier, device = _topology(process_index, num_processes, barrier, device)
@@ -387,6 +393,7 @@ def run_benchmark(
         "resolution": bench.resolution, "steps": steps, "seed": seed, "seed_rule": "sha256(seed/stem)",
         "composite": bool(composite), "condition": condition, "decoder": decoder, "dtype": dtype_name,
         "crop_margin": crop_margin,
+        **({} if fade is None else {"poisson_blend": fade}),  # absent when off: older runs stay resumable
     }
     if not overwrite:
         check_manifest(output, settings, names)
@@ -406,7 +413,8 @@ def run_benchmark(
 
     base_recipe = recipe(pipe, model_id(model) if isinstance(model, (str, os.PathLike)) else settings["model"],
                          steps=steps, seed=None, condition=condition, decoder=decoder,
-                         crop_margin=crop_margin, seed_rule="sha256(seed/stem)", run_seed=seed)
+                         crop_margin=crop_margin, poisson_blend=blend,
+                         seed_rule="sha256(seed/stem)", run_seed=seed)
 
     # 5. The main process prepares the folder; then every process lists the unfinished items
     #    *before* anyone writes, so all of them split the same list.
@@ -436,7 +444,8 @@ def run_benchmark(
     # 6. Inpaint this process's share, batch by batch.
     _inpaint_share(pipe, bench, mine, output, summary, batch_size=batch_size, say=say,
                    progress=progress and main, steps=steps, seed=seed, composite=composite,
-                   condition=condition, decoder=decoder, crop_margin=crop_margin, recipe=base_recipe)
+                   poisson_blend=blend, condition=condition, decoder=decoder,
+                   crop_margin=crop_margin, recipe=base_recipe)
     barrier()
     if main:
         done = sum(finished(output, names))
@@ -523,8 +532,8 @@ def _inpaint_share(pipe, bench: Benchmark, names: list[str], output: Path, summa
         bar.close()
 
 
-def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, composite, condition, decoder,
-                   crop_margin, recipe) -> int:
+def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, composite, poisson_blend, condition,
+                   decoder, crop_margin, recipe) -> int:
     """Run one pipeline call on ``batch`` (samples of :class:`Benchmark`), write the PNGs."""
     import torch
 
@@ -535,7 +544,7 @@ def _inpaint_batch(pipe, batch: list[dict], output: Path, *, steps, seed, compos
     generators = [torch.Generator().manual_seed(image_seed(seed, s["name"])) for s in batch]
     images = pipe([s["image"] for s in batch], [s["mask"] for s in batch], steps, generator=generators,
                   condition=condition, decoder=decoder, composite=composite, padding_mask_crop=crop_margin,
-                  output_type="pil").images
+                  poisson_blend=poisson_blend, output_type="pil").images
     for sample, image in zip(batch, images):
         write_png_atomic(image, output_path(output, sample["name"]),
                          recipe=dict(recipe, seed=image_seed(seed, sample["name"])))

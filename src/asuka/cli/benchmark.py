@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from asuka.cli.common import (HelpFormatter, add_crop_options, add_model_options, add_threads_option, crop_margin,
-                              examples, resolve_model)
+from asuka.cli.common import (HelpFormatter, add_blend_options, add_crop_options, add_model_options,
+                              add_threads_option, crop_margin, examples, resolve_model)
 
 
 def register(subparsers) -> None:
@@ -78,6 +78,7 @@ def register(subparsers) -> None:
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     r.add_argument("--no-composite", action="store_true",
                    help="keep the model's output everywhere (default: paste the known pixels back)")
+    add_blend_options(r)
     r.set_defaults(func=run_run)
 
 
@@ -107,8 +108,8 @@ def run_run(args: argparse.Namespace) -> int:
     summary = run_benchmark(
         resolve_model(args.model), args.data, args.output, steps=args.steps, seed=args.seed,
         resolution=args.resolution, crop_margin=margin, composite=not args.no_composite,
-        condition=args.condition, decoder=args.decoder, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, overwrite=args.overwrite, log=print_to_stderr, progress=True,
+        poisson_blend=args.poisson_blend, condition=args.condition, decoder=args.decoder, batch_size=args.batch_size,
+        device=args.device, dtype=args.dtype, overwrite=args.overwrite, log=print_to_stderr, progress=True,
     )
     if summary.failed:
         print_to_stderr(f"error: {len(summary.failed)} of {summary.assigned} image(s) of process "

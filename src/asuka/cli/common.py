@@ -82,6 +82,30 @@ def crop_margin(args) -> int | None:
     return None if args.full_image else args.crop_margin
 
 
+def add_blend_options(p: argparse.ArgumentParser) -> None:
+    """``--poisson-blend [FADE]`` / ``--no-poisson-blend`` (-> ``args.poisson_blend``: None, True,
+    False or a fade): shared by ``asuka inpaint`` and ``asuka run-benchmark``."""
+    blend = p.add_mutually_exclusive_group()
+    blend.add_argument("--poisson-blend", nargs="?", const=True, default=None, type=fade_width, metavar="FADE",
+                       help="re-solve the hole in the gradient domain so it meets its surroundings (not in the "
+                            "paper; asuka.seams), the fill's gradients fading in over FADE working pixels "
+                            "(default: the model's -- its folder's default_poisson_blend, off when it has none; "
+                            "without FADE: the folder's fade, else 0)")
+    blend.add_argument("--no-poisson-blend", dest="poisson_blend", action="store_const", const=False,
+                       help="no seam blending, whatever the model's default (the paper's method)")
+
+
+def fade_width(text: str) -> float:
+    """``--poisson-blend FADE``: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"FADE must be a number >= 0 (working pixels), got {text!r}")
+    return value
+
+
 def add_watermark_option(p: argparse.ArgumentParser) -> None:
     """``--watermark``: shared by the commands that write images (see :mod:`asuka.provenance`)."""
     p.add_argument("--watermark", action="store_true",

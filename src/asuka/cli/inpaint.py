@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from asuka.cli.common import (  # noqa: F401  (HelpFormatter, add_model_options, resolve_model: used by serve)
-    WATERMARK_NOTE, HelpFormatter, add_crop_options, add_model_options, add_watermark_option, crop_margin, examples,
+    WATERMARK_NOTE, HelpFormatter, add_blend_options, add_crop_options, add_model_options, add_watermark_option, crop_margin, examples,
     resolve_model)
 
 EPILOG = examples(
@@ -61,14 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-composite", action="store_true",
                    help="keep the model's output everywhere (default: paste the known pixels back)")
     p.add_argument("--feather", type=float, default=0.0, help="soft seam width in pixels outside the hole")
-    blend = p.add_mutually_exclusive_group()
-    blend.add_argument("--poisson-blend", nargs="?", const=True, default=None, type=fade_width, metavar="FADE",
-                       help="re-solve the hole in the gradient domain so it meets its surroundings (not in the "
-                            "paper; asuka.seams), the fill's gradients fading in over FADE working pixels "
-                            "(default: the model's -- its folder's default_poisson_blend, off when it has none; "
-                            "without FADE: the folder's fade, else 0)")
-    blend.add_argument("--no-poisson-blend", dest="poisson_blend", action="store_const", const=False,
-                       help="no seam blending, whatever the model's default (the paper's method)")
+    add_blend_options(p)
     p.add_argument("--resize-mask", action="store_true",
                    help="resize a mask of another size to the image's (nearest) instead of failing")
     add_crop_options(p)
@@ -86,17 +79,6 @@ def register(subparsers) -> None:
                    help="decoder (default: ASUKA's when the model has one, else the VAE's)")
     add_watermark_option(p)
     p.set_defaults(func=run, sets_threads=True, ends_startup=True)
-
-
-def fade_width(text: str) -> float:
-    """``--poisson-blend FADE``: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"FADE must be a number >= 0 (working pixels), got {text!r}")
-    return value
 
 
 def _jobs(args) -> list[tuple[Path, Path, Path]]:
