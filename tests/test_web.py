@@ -213,6 +213,39 @@ def test_options_composite_feather_full_image_resized_and_empty_mask(client):
     assert "empty" in response.headers["x-asuka-warning"]
 
 
+def test_seam_blending_option_follows_the_model_and_is_recorded(tmp_path):
+    """``poisson_blend``: the model folder's default when absent (reported in /api/info), on or off
+    when given; the same image as the pipeline's call; the fade used is in the output's recipe."""
+    from asuka import provenance
+    from asuka.pipeline import AsukaInpaintPipeline
+    from asuka.testing import tiny_components
+
+    blending = AsukaInpaintPipeline(**tiny_components(0), default_poisson_blend=2)
+    blending.set_progress_bar_config(disable=True)
+    app = _app(blending)
+    image, mask = _photo(3), _hole()
+    try:
+        with _client(app) as c:
+            assert c.get("/api/info").json()["poisson_blend"] == 2.0
+            outputs = {}
+            for value in (None, "true", "false"):
+                fields = {"seed": 4} if value is None else {"seed": 4, "poisson_blend": value}
+                response = _post(c, image=_png(image), mask=_png(mask), **fields)
+                assert response.status_code == 200, response.text
+                outputs[value] = response.content
+        recipes = {k: provenance.read_recipe(PIL.Image.open(io.BytesIO(v)))["poisson_blend"]
+                   for k, v in outputs.items()}
+        assert recipes == {None: 2.0, "true": 2.0, "false": False}
+        for value, blend in ((None, None), ("false", False)):
+            reference = blending(image, mask, num_inference_steps=2, generator=torch.Generator().manual_seed(4),
+                                 poisson_blend=blend).images[0]
+            assert np.array_equal(_decode(outputs[value]), np.asarray(reference))
+        assert np.array_equal(_decode(outputs[None]), _decode(outputs["true"]))
+        assert not np.array_equal(_decode(outputs[None]), _decode(outputs["false"]))
+    finally:
+        app.close()
+
+
 def test_crop_region_equals_the_pipelines_whole_image_crop_mode(pipe):
     """The app cuts a region around the hole before the pipeline sees any pixel; the answer
     is byte-identical to the pipeline's own crop mode on the whole image."""
@@ -303,6 +336,8 @@ BAD_FORMS = [
     (dict(image="IMG", mask="MASK", composite="maybe"), "composite must be true or false, got 'maybe'", "composite"),
     (dict(image="IMG", mask="MASK", feather="nan"), "feather must be a number", "feather"),
     (dict(image="IMG", mask="MASK", feather=60), "feather must be a number in [0, 47] pixels", "feather"),
+    (dict(image="IMG", mask="MASK", poisson_blend="8"), "poisson_blend must be true or false, got '8'",
+     "poisson_blend"),
     (dict(image="IMG", mask="MASK", stpes=3), "unknown field(s) stpes", "stpes"),
 ]
 

@@ -50,7 +50,7 @@ DEFAULT_UPLOAD_TIMEOUT = 30.0
 DEFAULT_UPLOAD_DEADLINE = 300.0
 MAX_SEED = 2**31 - 1
 #: Options an inpainting request understands, besides the ``image`` and ``mask`` files.
-INPAINT_OPTIONS = ("steps", "seed", "composite", "feather", "full_image", "resize_mask")
+INPAINT_OPTIONS = ("steps", "seed", "composite", "feather", "poisson_blend", "full_image", "resize_mask")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
@@ -104,6 +104,7 @@ class InpaintSpec:
     feather: float
     full_image: bool
     crop_margin: int
+    poisson_blend: bool | None = None  # seam blending on / off; None: the model's default
 
     @property
     def nbytes(self) -> int:
@@ -225,6 +226,7 @@ class InpaintApp:
             "result_ttl": self.result_ttl, "upload_timeout": self.upload_timeout,
             "upload_deadline": self.upload_deadline,
             "options": list(INPAINT_OPTIONS), "watermark": self.watermark,
+            "poisson_blend": pipe.seam_fade(),  # the model's seam blending fade (None: off by default)
         }
 
     # ---------------------------------------------------------------------------- inputs
@@ -240,6 +242,7 @@ class InpaintApp:
         seed = int_option(options, "seed", None, 0, MAX_SEED)
         composite = bool_option(options, "composite", True)
         feather = float_option(options, "feather", 0.0, 0.0, 1000.0)
+        poisson_blend = bool_option(options, "poisson_blend", None)
         full_image = bool_option(options, "full_image", False)
         resize_mask = bool_option(options, "resize_mask", False)
         if image_file is None:
@@ -281,7 +284,7 @@ class InpaintApp:
             seed = secrets.randbelow(MAX_SEED + 1)
         return InpaintSpec(image=image, hole=np.ascontiguousarray(hole[top:top + h, left:left + w]),
                            region=region, steps=steps, seed=seed, composite=composite, feather=feather,
-                           full_image=full_image, crop_margin=self.crop_margin)
+                           full_image=full_image, crop_margin=self.crop_margin, poisson_blend=poisson_blend)
 
     def decode(self, data, what: str) -> PIL.Image.Image:
         """An uploaded file (bytes or a file object) -> decoded PIL image, EXIF orientation applied.
@@ -543,14 +546,16 @@ class InpaintApp:
                     crop, spec.hole, num_inference_steps=spec.steps,
                     generator=torch.Generator().manual_seed(spec.seed), composite=spec.composite,
                     feather=spec.feather, padding_mask_crop=None if spec.full_image else spec.crop_margin,
-                    output_type="pil", callback_on_step_end=on_step).images[0]
+                    poisson_blend=spec.poisson_blend, output_type="pil", callback_on_step_end=on_step).images[0]
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 raise WebError(503, f"out of GPU memory on a {w}x{h} region; try a smaller hole or crop "
                                     "mode (full_image=false)") from None
             image.paste(out, (left, top))
+        fade = self.pipe.seam_fade(spec.poisson_blend)
         recipe = provenance.recipe(self.pipe, self.model_name, steps=spec.steps, seed=spec.seed,
                                    composite=spec.composite, feather=spec.feather or None,
+                                   poisson_blend=False if fade is None else fade,
                                    crop_margin=None if spec.full_image else spec.crop_margin)
         png = provenance.encode_image(image, recipe=recipe, watermark=self.watermark)
         return InpaintResult(png=png, width=image.width, height=image.height, seed=spec.seed,

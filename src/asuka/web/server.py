@@ -17,8 +17,8 @@ Routes (OpenAPI docs at ``/docs``)
 ===============================  ===============================================================
 
 Inputs: ``multipart/form-data`` (files ``image``, ``mask``) or ``application/json`` (base64 or
-``data:`` URLs); options ``steps``, ``seed``, ``composite``, ``feather``, ``full_image``,
-``resize_mask`` (see :mod:`asuka.web.app`). Errors are JSON ``{"error": message, "field": name}``:
+``data:`` URLs); options ``steps``, ``seed``, ``composite``, ``feather``, ``poisson_blend``,
+``full_image``, ``resize_mask`` (see :mod:`asuka.web.app`). Errors are JSON ``{"error": message, "field": name}``:
 400 bad input, 401 missing token, 403 cross-site, 404, 405 (with ``Allow``), 408 stalled or too
 slow upload (nothing for ``upload_timeout`` s, or the body not complete ``upload_deadline`` s
 after its headers), 409 result not ready, 413 too large, 503 busy (with ``Retry-After``); 500 only for bugs (no
@@ -70,6 +70,7 @@ _MULTIPART_DOC = {
             "steps": {"type": "integer", "minimum": 1}, "seed": {"type": "integer", "minimum": 0},
             "composite": {"type": "boolean", "default": True},
             "feather": {"type": "number", "minimum": 0, "default": 0},
+            "poisson_blend": {"type": "boolean", "description": "seam blending (asuka.seams); default: the model's"},
             "full_image": {"type": "boolean", "default": False},
             "resize_mask": {"type": "boolean", "default": False}}}},
         "application/json": {"schema": {"type": "object", "required": ["image", "mask"], "properties": {

@@ -115,6 +115,7 @@ async function loadInfo() {
     $("model-info").textContent = `model ${info.model} · ${info.device} · ${info.dtype}`;
     $("steps").value = info.default_steps;
     $("steps").max = info.max_steps;
+    $("poisson-blend").checked = info.poisson_blend !== null && info.poisson_blend !== undefined;
   } catch (err) {
     $("model-info").textContent = "server not reachable";
     setStatus(`Cannot get the server's info: ${err.message}`, true);
@@ -483,6 +484,7 @@ async function inpaint() {
     if (!randomSeed) form.append("seed", $("seed").value);
     form.append("composite", $("composite").checked ? "true" : "false");
     form.append("feather", $("feather").value || "0");
+    form.append("poisson_blend", $("poisson-blend").checked ? "true" : "false");
     form.append("full_image", $("full-image").checked ? "true" : "false");
     if (maskCanvas.width !== source.width || maskCanvas.height !== source.height) {
       form.append("resize_mask", "true");
