@@ -156,7 +156,7 @@ class AsukaPipelineBase(DiffusionPipeline):
     def default_num_inference_steps(self) -> int:
         """Steps when a call gives none: the model folder's ``default_steps`` (a model trained for
         few-step sampling records what suits it), else :data:`DEFAULT_STEPS`."""
-        return int(self.config.get("default_steps") or DEFAULT_STEPS)
+        return folder_default_steps(self.config)
 
     def seam_fade(self, poisson_blend: float | bool | None = None) -> float | None:
         """The fade (working pixels) of the Poisson seam blending that a call's ``poisson_blend``
@@ -816,7 +816,12 @@ def model_default_steps(model: str | os.PathLike, **hub_kwargs) -> int:
     """The steps a model folder asks for when a call gives none (its ``default_steps``, else 50),
     read without loading the model (what :attr:`AsukaPipelineBase.default_num_inference_steps`
     of the loaded pipeline returns)."""
-    return int(model_index(model, **hub_kwargs).get("default_steps") or DEFAULT_STEPS)
+    return folder_default_steps(model_index(model, **hub_kwargs))
+
+
+def folder_default_steps(index) -> int:
+    """The steps of a ``model_index.json`` (or a pipeline's config): ``default_steps``, else 50."""
+    return int(index.get("default_steps") or DEFAULT_STEPS)
 
 
 def load_pipeline(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto", **kwargs):
@@ -929,6 +934,11 @@ def resolve_seam_fade(poisson_blend: float | bool | None, folder_default: float 
     if poisson_blend is False:
         return None
     return check_fade("poisson_blend", poisson_blend, " (or None: the model's default, True: on, False: off)")
+
+
+def blend_record(fade: float | None) -> float | bool:
+    """How an output's recipe records the seam blending: the fade used, ``False`` for none."""
+    return False if fade is None else fade
 
 
 def check_fade(name: str, value, hint: str = "") -> float:

@@ -367,13 +367,13 @@ def run_benchmark(
         check_model_source(model)
     # The model's own defaults where none are given (its model_index.json: default_steps, else 50;
     # default_poisson_blend, else no seam blending).
-    from asuka.pipeline_base import DEFAULT_STEPS, model_index, resolve_seam_fade
+    from asuka.pipeline_base import blend_record, folder_default_steps, model_index, resolve_seam_fade
 
     folder = model_index(model) if isinstance(model, (str, os.PathLike)) else model.config
     if steps is None:
-        steps = int(folder.get("default_steps") or DEFAULT_STEPS)
+        steps = folder_default_steps(folder)
     fade = resolve_seam_fade(poisson_blend, folder.get("default_poisson_blend"))
-    blend = False if fade is None else fade  # what the pipeline is given: explicit, as recorded
+    blend = blend_record(fade)  # what the pipeline is given: explicit, as recorded
 
     # 2. Which process this is, and how the processes meet.
     process_index, num_processes, barrier, device = _topology(process_index, num_processes, barrier, device)

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from asuka.cli.common import (  # noqa: F401  (HelpFormatter, add_model_options, resolve_model: used by serve)
-    WATERMARK_NOTE, HelpFormatter, add_blend_options, add_crop_options, add_model_options, add_watermark_option, crop_margin, examples,
-    resolve_model)
+    WATERMARK_NOTE, HelpFormatter, add_blend_options, add_crop_options, add_model_options, add_watermark_option,
+    crop_margin, examples, resolve_model)
 
 EPILOG = examples(
     "asuka inpaint examples/astronaut.png examples/astronaut_mask.png -o filled.png",
@@ -149,6 +149,7 @@ def run(args) -> int:
     from asuka.cli import startup
     from asuka.threads import set_threads
     from asuka.pipeline import load_pipeline
+    from asuka.pipeline_base import blend_record
 
     if args.watermark:
         provenance.require_watermark()  # before the model load: a missing package fails fast
@@ -169,13 +170,12 @@ def run(args) -> int:
                                       ("guidance_scale", args.guidance_scale)) if v is not None})
     weight = pipe.default_condition_weight if args.condition_weight is None else args.condition_weight
     guidance = pipe.default_guidance_scale if args.guidance_scale is None else args.guidance_scale
-    fade = pipe.seam_fade(args.poisson_blend)  # the recipe records the fade used, False for none
     recipe = provenance.recipe(
         pipe, args.model, steps=args.steps, seed=args.seed, decoder=args.decoder,
         condition=args.condition or ("text" if args.prompt is not None else "prior"),
         watermark=args.watermark, condition_weight=weight, guidance_scale=guidance, prompt=args.prompt,
         crop_margin=margin, composite=not args.no_composite, feather=args.feather or None,
-        poisson_blend=False if fade is None else fade,
+        poisson_blend=blend_record(pipe.seam_fade(args.poisson_blend)),
         resolution=None if args.full_image else (args.resolution or pipe.working_resolution))
 
     failed = 0

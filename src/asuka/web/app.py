@@ -552,10 +552,11 @@ class InpaintApp:
                 raise WebError(503, f"out of GPU memory on a {w}x{h} region; try a smaller hole or crop "
                                     "mode (full_image=false)") from None
             image.paste(out, (left, top))
-        fade = self.pipe.seam_fade(spec.poisson_blend)
+        from asuka.pipeline_base import blend_record  # torch: imported with the model, not with asuka.web
+
         recipe = provenance.recipe(self.pipe, self.model_name, steps=spec.steps, seed=spec.seed,
                                    composite=spec.composite, feather=spec.feather or None,
-                                   poisson_blend=False if fade is None else fade,
+                                   poisson_blend=blend_record(self.pipe.seam_fade(spec.poisson_blend)),
                                    crop_margin=None if spec.full_image else spec.crop_margin)
         png = provenance.encode_image(image, recipe=recipe, watermark=self.watermark)
         return InpaintResult(png=png, width=image.width, height=image.height, seed=spec.seed,
