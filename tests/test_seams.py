@@ -9,16 +9,18 @@ import pytest
 import torch
 
 from asuka import provenance
+from asuka.baselines import quantize_8bit
 from asuka.cli import main
 from asuka.errors import InputError
-from asuka.seams import fade_weight, poisson_blend
+from asuka.seams import continuation_guide, fade_weight, poisson_blend
 from asuka.testing import box_mask, tiny_components, tiny_flux_pipeline, tiny_pipeline
 
 
-def _dense_reference(g, f, hole, weight):
+def _dense_reference(g, f, hole, weight, guide=None):
     """One channel: the blended hole by a dense solve, equation by equation. For each hole pixel p
-    and each neighbour q inside the image: x_p - x_q = w_pq (g_p - g_q) with w_pq the mean of the
-    two pixels' weights, and x_q = f_q for a known q (Neumann at the border: no equation)."""
+    and each neighbour q inside the image: x_p - x_q = w_pq (g_p - g_q) + (1 - w_pq) (c_p - c_q)
+    with w_pq the mean of the two pixels' weights and c the guide (none: 0), and x_q = f_q for a
+    known q (Neumann at the border: no equation)."""
     h, w = g.shape
     idx = {p: k for k, p in enumerate(zip(*np.nonzero(hole)))}
     a = np.zeros((len(idx), len(idx)))
@@ -29,7 +31,10 @@ def _dense_reference(g, f, hole, weight):
             if not (0 <= qy < h and 0 <= qx < w):
                 continue
             a[k, k] += 1
-            b[k] += 0.5 * (weight[y, x] + weight[qy, qx]) * (g[y, x] - g[qy, qx])
+            w_pq = 0.5 * (weight[y, x] + weight[qy, qx])
+            b[k] += w_pq * (g[y, x] - g[qy, qx])
+            if guide is not None:
+                b[k] += (1 - w_pq) * (guide[y, x] - guide[qy, qx])
             if (qy, qx) in idx:
                 a[k, idx[qy, qx]] -= 1
             else:
@@ -40,21 +45,43 @@ def _dense_reference(g, f, hole, weight):
     return out
 
 
-@pytest.mark.parametrize("fade", [0.0, 3.0])
-def test_poisson_blend_solves_the_seamless_cloning_equations(fade):
+@pytest.mark.parametrize("fade,guided", [(0.0, False), (3.0, False), (3.0, True)])
+def test_poisson_blend_solves_the_seamless_cloning_equations(fade, guided):
     rng = np.random.default_rng(0)
     g = rng.normal(size=(2, 3, 14, 17))
     f = rng.normal(size=(2, 3, 14, 17))
+    c = rng.normal(size=(2, 3, 14, 17)) if guided else None
     hole = np.zeros((2, 1, 14, 17))
     hole[0, 0, 3:11, 2:9] = 1
     hole[1, 0, 0:9, 8:17] = 1  # touches the image border: Neumann there
     hole[1, 0, 2, 3] = 1  # a one-pixel hole
-    out = poisson_blend(torch.tensor(g), torch.tensor(f), torch.tensor(hole), fade=fade, tol=1e-10).numpy()
+    out = poisson_blend(torch.tensor(g), torch.tensor(f), torch.tensor(hole), fade=fade,
+                        guide=None if c is None else torch.tensor(c), tol=1e-10).numpy()
     weight = fade_weight(torch.tensor(hole), fade).numpy()
     for i in range(2):
-        for c in range(3):
-            ref = _dense_reference(g[i, c], f[i, c], hole[i, 0] > 0, weight[i, 0])
-            np.testing.assert_allclose(out[i, c], ref, atol=1e-6)
+        for ch in range(3):
+            ref = _dense_reference(g[i, ch], f[i, ch], hole[i, 0] > 0, weight[i, 0],
+                                   None if c is None else c[i, ch])
+            np.testing.assert_allclose(out[i, ch], ref, atol=5e-6)  # solved in float32
+
+
+def test_poisson_blend_follows_the_guide_over_the_fade():
+    """With the fill's gradients faded out everywhere, the hole is the guide (which meets the known
+    pixels); the continuation guide carries a vertical edge into the hole and keeps the known pixels."""
+    x = torch.linspace(-1, 1, 32)
+    image = quantize_8bit(torch.where(x < 0.1, -0.6, 0.7).view(1, 1, 1, 32).expand(1, 3, 32, 32).contiguous())
+    hole = box_mask(32, 32, (8, 24, 6, 26))
+    guide = continuation_guide(image, hole)
+    assert guide.shape == image.shape and guide.dtype == image.dtype
+    torch.testing.assert_close(guide * (1 - hole), image * (1 - hole), atol=1e-6, rtol=0)
+    # the edge continued down the hole: at its middle row nearly the full step (1.3) across it, where a
+    # membrane (the smooth fill between the hole's edges) has spread it out
+    membrane = poisson_blend(torch.zeros_like(image), image, hole, fade=1e9, tol=1e-10)
+    step, membrane_step = (float(t[0, 0, 16, 21] - t[0, 0, 16, 14]) for t in (guide, membrane))
+    assert step > 1.0 and membrane_step < 0.7
+    fill = torch.randn(1, 3, 32, 32)
+    out = poisson_blend(fill, image, hole, fade=1e9, guide=guide, tol=1e-10)  # fade: work bounded by the image
+    torch.testing.assert_close(out * hole, guide * hole, atol=1e-4, rtol=0)
 
 
 def test_poisson_blend_removes_a_colour_offset_and_keeps_everything_outside_the_hole():
@@ -114,6 +141,12 @@ def test_pipeline_poisson_blend_is_off_by_default_and_meets_the_surroundings(mak
     small_plain, small_blended = run(resolution=32), run(resolution=32, poisson_blend=2)
     torch.testing.assert_close(small_blended * (1 - hole), image * (1 - hole), atol=0, rtol=0)
     assert _edge_jump(small_blended, 16, 16, 48) < 0.5 * _edge_jump(small_plain, 16, 16, 48)
+    # there, over the fade, the hole continues the original's edges (seams.continuation_guide): a sharp
+    # vertical edge crossing the hole's top stays sharper 4 px into it (1.0 at the edge) than a smooth membrane keeps it
+    edge = quantize_8bit(torch.where(torch.arange(64) < 30, -0.5, 0.5).float().view(1, 1, 1, 64).expand(1, 3, 64, 64))
+    cut = pipe(edge, hole, 1, generator=torch.Generator().manual_seed(0), output_type="pt", resolution=32,
+               poisson_blend=8).images
+    assert float((cut[0, :, 20, 33] - cut[0, :, 20, 26]).mean()) > 0.6  # a membrane: 0.53
     latents = pipe(image, hole, 1, generator=torch.Generator().manual_seed(0), output_type="latent").images
     torch.testing.assert_close(latents, pipe(image, hole, 1, generator=torch.Generator().manual_seed(0),
                                              output_type="latent", poisson_blend=4).images, atol=0, rtol=0)

@@ -7,14 +7,18 @@ hole's edge). :func:`poisson_blend` re-solves the hole as Perez et al.'s seamles
 ("Poisson Image Editing", SIGGRAPH 2003): the result equals the known pixels at the hole's edge
 and, inside, follows the *gradients* of the model's fill -- its content and texture, without
 its colour offset. ``fade`` lets those gradients fade in over the first pixels of the hole, so
-the edge continues the surroundings smoothly instead of starting with the model's texture.
+the edge continues the surroundings instead of starting with the model's texture; over the fade,
+the solution follows a ``guide``'s gradients instead (none: a smooth membrane; the pipelines'
+pass at the output size uses :func:`continuation_guide`, a classical continuation of the
+surroundings' edges into the hole).
 
 The system (a 5-point Laplacian on the hole's pixels, Dirichlet on the known ones, Neumann at
 the image border) is solved by conjugate gradients in torch. The pipelines solve it twice
 (:class:`asuka.pipeline_base.AsukaPipelineBase`): on the working batch, to convergence (work
 bounded by the working resolution, on the pipeline's device), then on the region at the output
-size, from the resized first solution, for a bounded number of iterations, so the hole's first
-pixels meet the original's full-resolution detail.
+size, from the resized first solution, for a bounded number of iterations, guided over the fade
+by :func:`continuation_guide`, so the hole's first pixels meet the original's full-resolution
+detail.
 """
 
 from __future__ import annotations
@@ -43,7 +47,9 @@ def fade_weight(mask: torch.Tensor, fade: float) -> torch.Tensor:
         return torch.ones_like(mask)
     reached = 1.0 - mask
     dist = mask.clone()
-    for _ in range(math.ceil(fade)):  # grow the known region a pixel a step; count the steps missed
+    # grow the known region a pixel a step, counting the steps each pixel missed; no further than
+    # the fade, nor once every pixel is reached (work bounded by the image, whatever the fade)
+    for _ in range(min(math.ceil(fade), max(mask.shape[-2:]))):
         reached = F.max_pool2d(reached, 3, stride=1, padding=1)
         dist = dist + (1.0 - reached)
     return ((dist - 0.5) / fade).clamp(0.0, 1.0)
@@ -54,9 +60,18 @@ def _inside_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return _shift(torch.ones_like(x[:, :1]), dy, dx).bool()
 
 
+def continuation_guide(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A guide for :func:`poisson_blend`'s fade: the known pixels continued into the hole along
+    their edges (OpenCV's Navier-Stokes inpainting, radius 3, on the 8-bit image), ``(B, C, H, W)``
+    in [-1, 1] like ``image``."""
+    from asuka.baselines import opencv_inpaint
+
+    return opencv_inpaint(image.float().clamp(-1.0, 1.0), mask, "ns").to(image.device)
+
+
 @torch.no_grad()
 def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tensor, *, fade: float = 0.0,
-                  tol: float = 1e-4, max_iter: int = 2000) -> torch.Tensor:
+                  guide: torch.Tensor | None = None, tol: float = 1e-4, max_iter: int = 2000) -> torch.Tensor:
     """``generated`` re-solved in the hole so it meets ``image`` there without a seam.
 
     Args:
@@ -65,6 +80,8 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
         mask: ``(B, 1, H, W)``, 1 = hole.
         fade: pixels over which the fill's gradients fade in from the hole's edge (0: plain
             seamless cloning).
+        guide: ``(B, C, H, W)`` whose gradients the solution follows where the fill's have faded
+            out (weight ``1 - w``), e.g. :func:`continuation_guide`; None: none (a membrane).
         tol: conjugate gradients stop when the residual's RMS over the hole is below ``tol``
             times the right-hand side's (or after ``max_iter`` iterations).
 
@@ -82,6 +99,7 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
     hole = hole * ((1.0 - hole).sum((-2, -1), keepdim=True) > 0)  # an all-hole item: nothing to meet, kept
     known = 1.0 - hole
     weight = fade_weight(hole, fade)
+    guide = None if guide is None else guide.float()
     # right-hand side: sum over neighbours q of w_pq (g_p - g_q), plus f_q for known q
     degree = torch.zeros_like(hole)
     b = torch.zeros_like(g)
@@ -90,6 +108,8 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
         degree += inside
         w_pq = 0.5 * (weight + _shift(weight, dy, dx)) * inside
         b += w_pq * (g - _shift(g, dy, dx)) + inside * _shift(known * known_img, dy, dx)
+        if guide is not None:
+            b += (inside - w_pq) * (guide - _shift(guide, dy, dx))
     b = b * hole
 
     def apply(x):  # A x on the hole's pixels (x is zero outside them)

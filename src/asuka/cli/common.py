@@ -88,7 +88,8 @@ def add_blend_options(p: argparse.ArgumentParser) -> None:
     blend = p.add_mutually_exclusive_group()
     blend.add_argument("--poisson-blend", nargs="?", const=True, default=None, type=fade_width, metavar="FADE",
                        help="re-solve the hole in the gradient domain so it meets its surroundings (not in the "
-                            "paper; asuka.seams), the fill's gradients fading in over FADE working pixels "
+                            "paper; asuka.seams), the fill's gradients fading in over FADE working pixels, "
+                            "where the hole continues the surroundings' edges "
                             "(default: the model's -- its folder's default_poisson_blend, off when it has none; "
                             "without FADE: the folder's fade, else 0)")
     blend.add_argument("--no-poisson-blend", dest="poisson_blend", action="store_const", const=False,
