@@ -12,6 +12,9 @@ quantised to 8 bits as the saved PNG):
   (aligner without transformer blocks), ``vanilla decoder`` (ASUKA condition, VAE decoder),
   ``decoder w/o augmentation`` (mask-conditioned decoder trained without colour / latent
   augmentation);
+* ``seam blending of an empty fill``: the model's seam blending with no model
+  (:func:`asuka.baselines.membrane_fill`, the fade scaled to 512 px), a classical reference that
+  shows what the learned fill adds;
 * OpenCV ``Telea`` and ``Navier-Stokes`` (``cv2.inpaint``, radius 3, at 512 px), classical references.
 
 Data: every image of ``--eval-dir`` (the held-out photos at 512 px, ``data/photos/eval/512``)
@@ -34,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -44,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asuka.baselines import opencv_inpaint, quantize_8bit
+from asuka.baselines import membrane_fill, opencv_inpaint, quantize_8bit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,10 +62,11 @@ METHODS = [
     ("linear", "linear alignment only", "prior", "asuka", "linear", None),
     ("vanilla_dec", "vanilla decoder (ASUKA condition, VAE decoder)", "prior", "vae", "main", None),
     ("noaug_dec", "conditioned decoder w/o augmentation", "prior", "noaug", "main", None),
+    ("membrane", "seam blending of an empty fill (no model; classical)", None, None, None, None),
     ("telea", "OpenCV Telea (classical)", None, None, None, None),
     ("ns", "OpenCV Navier-Stokes (classical)", None, None, None, None),
 ]
-HEADS = {"base": "base", "asuka": "ASUKA", "asuka_noblend": "ASUKA no blend", "no_mae": "no MAE",
+HEADS = {"base": "base", "asuka": "ASUKA", "asuka_noblend": "ASUKA no blend", "no_mae": "no MAE", "membrane": "empty fill",
          "linear": "linear align", "vanilla_dec": "vanilla dec", "noaug_dec": "dec w/o aug", "telea": "Telea",
          "ns": "Navier-Stokes"}
 
@@ -89,7 +94,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(k for k, *_ in METHODS), help="comma-separated subset")
     p.add_argument("--cache", default=None,
                    help="folder for each method's outputs (8-bit .pt); a rerun reuses them and runs only "
-                        "what is missing (same model and settings assumed)")
+                        "what is missing, and refuses a folder made with another model, inputs, settings or code")
     p.add_argument("--fid", action="store_true", help="also FID / U-IDS / P-IDS (TF-2015 Inception)")
     p.add_argument("--ids-pca-dim", type=int, default=16)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -166,6 +171,45 @@ def run_cli_like(pipe, images, masks, *, condition, decoder, seed, defaults, bat
         outs.append(torch.as_tensor(res))
     out = torch.cat(outs)
     return quantize_8bit(out)
+
+
+def cache_key(args, defaults) -> dict:
+    """What the cached outputs depend on: the model and ablation folders (every file's SHA-256),
+    the inputs, the settings, and the package's source (a code change can change an output)."""
+    import asuka
+
+    def digest(paths):
+        h = hashlib.sha256()
+        for path in sorted(paths):
+            h.update(str(path).encode() + b"\0" + path.read_bytes())
+        return h.hexdigest()
+
+    folders = [Path(args.model), Path(args.ablations)]
+    return {"models": digest(p for f in folders if f.is_dir() for p in f.rglob("*")
+                             if p.is_file() and "training" not in p.parts),
+            "inputs": digest(p for p in Path(args.eval_dir).iterdir() if p.is_file()),
+            "settings": {"masks_per_photo": args.masks_per_photo, "mask_seed": args.mask_seed,
+                         "batch_size": args.batch_size, "defaults": defaults},
+            "code": digest(Path(asuka.__file__).parent.rglob("*.py"))}
+
+
+def open_cache(folder, key: dict) -> None:
+    """Make ``folder`` the cache for outputs made under ``key``; exit with one line if it holds
+    outputs made under another (or unrecorded) key, so stale outputs are never reported."""
+    if folder is None:
+        return
+    folder = Path(folder)
+    record = folder / "cache_key.json"
+    if record.is_file():
+        if json.loads(record.read_text()) != json.loads(json.dumps(key)):
+            sys.exit(f"--cache {folder}: its outputs were made with another model, inputs, settings or code; "
+                     f"use another folder or empty it")
+        return
+    if folder.is_dir() and any(folder.glob("*.pt")):
+        sys.exit(f"--cache {folder}: holds outputs without a record of what made them ({record.name}); "
+                 f"use another folder or empty it")
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(key, indent=1))
 
 
 def cached(folder, name, compute):
@@ -250,13 +294,18 @@ def main(argv=None) -> int:
     if defaults["resolution"] is None:  # the CLI's default: the model's own working side
         defaults["resolution"] = working
 
+    open_cache(args.cache, cache_key(args, defaults))
     outputs, seeds_out, timings = {}, {}, {}
     blend = pipes["main"].seam_fade(defaults["poisson_blend"])
     for key, _, cond, dec, aligner, method_blend in METHODS:
         if key not in wanted or (method_blend is False and blend is None):
             continue  # (without blending = the ASUKA row when the model blends by default)
         t = time.perf_counter()
-        if cond is None:
+        if key == "membrane":  # the blending at the output size with nothing to blend: fade in output px
+            if blend is None:
+                continue
+            outputs[key] = membrane_fill(images, masks, blend * images.shape[-1] / working)
+        elif cond is None:
             outputs[key] = opencv_inpaint(images, masks, key)
         else:
             pipe = pipes.get("noaug" if dec == "noaug" else aligner)
@@ -290,7 +339,7 @@ def main(argv=None) -> int:
                       seed_var_sign_test_p=float(binomtest(wins, n, 0.5, alternative="greater").pvalue))
         results["asuka"]["seed_var"], results["no_mae"]["seed_var"] = float(sv_p.mean()), float(sv_n.mean())
     # paired comparisons of ASUKA against each classical method, per input
-    for ref in ("telea", "ns"):
+    for ref in ("membrane", "telea", "ns"):
         if "asuka" in per_input and ref in per_input:
             a, r = per_input["asuka"], per_input[ref]
             checks[f"asuka_vs_{ref}"] = {
@@ -347,7 +396,7 @@ def write_report(args, results, checks, defaults, n, hole, working, wall, blend)
                      f"{fmt(r['band_cast'], '.2f')} | {fmt(r['color_shift'], '+.2f')} | {fmt(r['boundary_grad'], '.2f')} | "
                      f"{fmt(sv * 1e3 if sv is not None else None, '.3f')} |")
     paired = []
-    for ref, name in (("telea", "Telea"), ("ns", "Navier-Stokes")):
+    for ref, name in (("membrane", "the seam blending of an empty fill"), ("telea", "Telea"), ("ns", "Navier-Stokes")):
         c = checks.get(f"asuka_vs_{ref}")
         if c:
             paired.append(f"* ASUKA vs {name}, per input (of {n}): PSNR in the hole higher on {c['hole_psnr_higher']}, "
@@ -388,7 +437,9 @@ with its defaults: crop mode (margin {margin} px) at the model's working resolut
 ({working} px; a larger region is resized down, inpainted, resized back and pasted), DDIM
 {steps} step(s) (the model's default), no guidance, seed {seed}, {blend}, known pixels pasted back,
 8-bit output. OpenCV
-runs at 512 px. Metrics on the composite: PSNR over the hole pixels; SSIM of the grey image;
+runs at 512 px; the seam blending of an empty fill (`asuka.baselines.membrane_fill`) is the same
+blending at 512 px with no model (over the fade the surroundings' edges continued, inside a
+smooth membrane), the fade scaled to 512 px. Metrics on the composite: PSNR over the hole pixels; SSIM of the grey image;
 band colour error = mean CIEDE2000 to the ground truth over the hole pixels within {band} px of
 the known region, band colour cast = CIEDE2000 between the band's mean colours; boundary
 colour shift / gradient as in `asuka.metrics`. Seed variance: per-pixel variance in the hole

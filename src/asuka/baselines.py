@@ -12,6 +12,8 @@ import torch
 from asuka.errors import InputError
 
 OPENCV_METHODS = ("telea", "ns")
+#: Conjugate-gradient iterations of :func:`membrane_fill` (converged on 512 px holes).
+MEMBRANE_ITERATIONS = 3000
 
 
 def quantize_8bit(images: torch.Tensor) -> torch.Tensor:
@@ -53,4 +55,21 @@ def mean_colour_fill(images: torch.Tensor, masks: torch.Tensor, margin: int, res
         known = ~hole[:, top:top + h, left:left + w]
         mean = (region * known).sum((1, 2)) / known.sum().clamp(min=1)
         out.append(torch.where(hole, mean[:, None, None], img))
+    return quantize_8bit(torch.stack(out))
+
+
+def membrane_fill(images: torch.Tensor, masks: torch.Tensor, fade: float) -> torch.Tensor:
+    """The pipelines' seam blending (:mod:`asuka.seams`) applied to a fill with no content: each
+    hole solved from its edge alone -- over the first ``fade`` px following the surroundings'
+    edges continued into it (:func:`asuka.seams.continuation_guide`), inside a smooth membrane
+    (harmonic interpolation). What the blending makes without a model; on the 8-bit grid."""
+    from asuka import seams
+
+    out = []
+    for img, m in zip(images, masks):
+        img, m = img[None].float(), (m[None] >= 0.5).float()
+        guide = seams.continuation_guide(img, m)
+        solved = seams.poisson_blend(torch.zeros_like(img), img, m, fade=fade, guide=guide,
+                                     max_iter=MEMBRANE_ITERATIONS)
+        out.append((m * solved + (1 - m) * img)[0])
     return quantize_8bit(torch.stack(out))
