@@ -34,7 +34,7 @@ ALIGN_STEPS=${ALIGN_STEPS:-600}       # align and align_linear (ablation) alike
 DECODER_STEPS=${DECODER_STEPS:-3500}   # decoder and decoder_noaug (ablation) alike
 DEFAULT_STEPS=${DEFAULT_STEPS:-1}     # the folder's default denoising steps (chosen on validation views of training photos: MODEL_CARD.md)
 DEFAULT_RESOLUTION=${DEFAULT_RESOLUTION:-256}  # the folder's crop-mode working side in px (same validation)
-DEFAULT_POISSON_BLEND=${DEFAULT_POISSON_BLEND:-8}  # the folder's seam blending fade in working px (same validation; "" = none)
+DEFAULT_POISSON_BLEND=${DEFAULT_POISSON_BLEND:-16}  # the folder's seam blending fade in working px (same validation; "" = none)
 PARALLEL=${PARALLEL:-1}
 NICE=${NICE:-10}
 CFG=configs/asuka-small-128
