@@ -111,6 +111,8 @@ def test_poisson_blend_leaves_items_without_a_boundary_unchanged_and_checks_shap
         poisson_blend(g, f[:, :2], masks)
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         poisson_blend(g, f, masks[:, 0])
+    with pytest.raises(ValueError, match="guide"):
+        poisson_blend(g, f, masks, guide=f[:1, :, :4])
 
 
 def test_fade_weight_grows_from_the_hole_edge():

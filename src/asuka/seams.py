@@ -93,6 +93,8 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
     if generated.shape != image.shape or mask.shape != (image.shape[0], 1, *image.shape[2:]):
         raise ValueError(f"poisson_blend: generated {tuple(generated.shape)} and image {tuple(image.shape)} must "
                          f"match, mask must be (B, 1, H, W); got mask {tuple(mask.shape)}")
+    if guide is not None and guide.shape != image.shape:
+        raise ValueError(f"poisson_blend: guide {tuple(guide.shape)} must match image {tuple(image.shape)}")
     dtype = generated.dtype
     g, known_img = generated.float(), image.float()
     hole = (mask > 0.5).float()
