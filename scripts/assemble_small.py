@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug")
+STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug",
+          "unet_onestep")
 
 
 def folder_size(path: Path) -> int:

@@ -17,6 +17,12 @@
 #   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
 #     RUNS=/work/runs/a128d DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #
+# ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and continues
+# its UNet for n steps at the one timestep the pipeline calls it at, on the pipeline's own condition
+# (stage unet_onestep, configs/asuka-small-128/unet_onestep.yaml). The shipped UNet was made so:
+#   REUSE_COMMIT=ba95912 ONESTEP_STEPS=2000 OMP_NUM_THREADS=2 RUNS=/work/runs/a128o \
+#     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+#
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
 # runs/asuka-small-128): re-running resumes every stage from its newest checkpoint (a finished
@@ -126,8 +132,28 @@ decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; 
       backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug ${DECODER_INIT:+decoder=$DECODER_INIT}
 }
 
+onestep_only() {  # REUSE=<model folder> + ONESTEP_STEPS: keep every component, continue the UNet
+  local abl=${REUSE%/}-ablations part stage
+  mkdir -p "$MODEL" "$RUNS/ablations/linear" "$RUNS/ablations/noaug"
+  for part in vae unet scheduler mae aligner decoder; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
+  rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder" "$RUNS/unet_init"
+  cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
+  cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
+  cp -r "$REUSE/unet" "$RUNS/unet_init"  # the export below replaces $MODEL/unet
+  for stage in vae mae unet align align_linear decoder decoder_noaug; do
+    mkdir -p "$RUNS/$stage"
+    cp "$REUSE/training/$stage.yaml" "$RUNS/$stage/config.yaml"
+    cp "$REUSE/training/$stage.csv" "$RUNS/$stage/metrics.csv"
+  done
+  stage unet_onestep "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
+      backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
+      condition.mae=$MODEL/mae condition.aligner=$MODEL/aligner
+}
+
 rm -f "$RUNS/lane.failed"
-if [ -n "${REUSE:-}" ]; then
+if [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then
+  onestep_only
+elif [ -n "${REUSE:-}" ]; then
   decoder_only
 elif [ "$PARALLEL" = 1 ]; then
   # a failing stage stops its lane (set -e) and marks it, so the other lane stops waiting

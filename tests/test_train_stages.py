@@ -241,3 +241,55 @@ def test_unet_lowres_caption_condition(images, tmp_path):
     assert "caption" in read_checkpoint(latest_checkpoint(result.run_dir))["models"]
     with pytest.raises(InputError, match="condition.kind"):
         tiny_config("unet", tmp_path / "v", images, "condition.kind=text").validate()
+
+
+def test_unet_prior_condition_and_timestep_range(images, tmp_path):
+    """``condition.kind=prior``: the UNet is trained on the pipeline's condition, the frozen
+    aligner's output for the MAE prior of the *masked* image (the aligner's null for the
+    ``p_null`` share); ``timestep_range`` bounds the training timesteps (here the last one)."""
+    from asuka.models.aligner import AsukaAligner
+    from asuka.models.mae import MAEPrior
+
+    torch.manual_seed(0)
+    MAEPrior.from_preset("tiny").save_pretrained(tmp_path / "mae")
+    aligner = AsukaAligner.from_preset("tiny")
+    aligner.set_null_condition(torch.full((1, 32), 0.5))
+    aligner.save_pretrained(tmp_path / "aligner")
+    stage_cls = get_stage("unet")
+    cfg = tiny_config("unet", tmp_path / "u", images, "condition.kind=prior", f"condition.mae={tmp_path / 'mae'}",
+                      f"condition.aligner={tmp_path / 'aligner'}", "condition.p_null=0.5",
+                      "timestep_range=[999, 999]", "max_steps=2")
+    stage = stage_cls(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
+    stage.build()
+    assert list(stage.models) == ["unet"] and not stage.aligner.training
+    data = build_dataset(cfg, transform=stage.dataset_transform())
+    batch = torch.utils.data.default_collate([data[(i, 0)] for i in range(4)] * 2)
+    seen = []
+    real_prior = stage.mae.prior
+    stage.mae.prior = lambda image, mask: seen.append(mask) or real_prior(image, mask)
+    cond, logs = stage.condition(batch, 0, torch.Generator().manual_seed(1))
+    assert torch.equal(seen[-1], batch["mask"])  # the prior of the masked image, as at inference
+    expected = stage.aligner(real_prior(batch["image"], batch["mask"]))
+    null = (cond == 0.5).flatten(1).all(1)
+    assert 0 < int(null.sum()) < 8 and logs["null"] == pytest.approx(float(null.float().mean()))
+    assert torch.allclose(cond[~null], expected[~null])
+    # every training timestep is the last one
+    drawn = []
+    real_add = stage.scheduler.add_noise
+    stage.scheduler.add_noise = lambda x, n, t: drawn.append(t) or real_add(x, n, t)
+    stage.loss(batch, 0, generator=torch.Generator().manual_seed(0))
+    assert drawn[-1].tolist() == [999] * 8
+    assert stage_cls.__mro__[1].timestep_bounds(stage) == (0, 999)  # the default: every timestep
+    assert train(stage_cls, cfg).step == 2
+    for bad, match in (("timestep_range=[5, 2]", "timestep_range"), ("timestep_range=[0, 1000]", "0-999"),
+                       ("condition.kind=prior", "needs condition.mae")):
+        with pytest.raises(InputError, match=match):
+            c = tiny_config("unet", tmp_path / "w", images, bad)
+            c.validate()
+            stage_cls(c, device=torch.device("cpu"), weight_dtype=torch.float32).build()
+    small = AsukaAligner.from_preset("tiny", dim=16)
+    small.save_pretrained(tmp_path / "aligner16")
+    c = tiny_config("unet", tmp_path / "x", images, "condition.kind=prior", f"condition.mae={tmp_path / 'mae'}",
+                    f"condition.aligner={tmp_path / 'aligner16'}")
+    with pytest.raises(InputError, match="aligner dim 16 != the UNet's cross_attention_dim 32"):
+        stage_cls(c, device=torch.device("cpu"), weight_dtype=torch.float32).build()

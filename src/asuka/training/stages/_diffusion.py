@@ -88,6 +88,10 @@ class NoisePredictionStage(Stage):
         """The denoiser to call (a trained model from ``self.models`` or a frozen one)."""
         raise NotImplementedError
 
+    def timestep_bounds(self) -> tuple[int, int]:
+        """``(first, last)`` training timesteps, inclusive (sd15; default: all of the schedule's)."""
+        return 0, self.scheduler.config.num_train_timesteps - 1
+
     def condition(self, batch: dict, step: int, generator: torch.Generator) -> tuple[object, dict]:
         """``(condition, extra logs)`` for the batch: ``encoder_hidden_states (B, L, D)`` for sd15,
         ``(pooled (B, Dp), txt (B, T, Dt))`` for flux."""
@@ -103,8 +107,8 @@ class NoisePredictionStage(Stage):
         latents, mask_latents, masked_latents = inpainting_latents(self.vae, image, mask, generator)
         b = latents.shape[0]
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=generator,
-                          device=latents.device)
+        first, last = self.timestep_bounds()
+        t = torch.randint(first, last + 1, (b,), generator=generator, device=latents.device)
         noisy = self.scheduler.add_noise(latents, noise, t)
         cond, logs = self.condition(batch, step, generator)
         unet = self.unet()

@@ -15,7 +15,17 @@ the ``vae`` stage's export). The cross-attention condition (``condition.kind``):
   encoder is training-only (kept in the run's checkpoints, not exported): at inference the
   UNet reads ``aligner(MAE prior)`` instead, and the ``align`` stage learns that mapping
   through this frozen UNet. Use ``grid`` = the MAE's tokens per side so both have one token per
-  image block.
+  image block;
+* ``prior``: the condition the pipeline gives at inference, ``aligner(MAE prior of the masked
+  image)``, from a frozen MAE and aligner (``condition.mae``, ``condition.aligner``: folders, e.g.
+  ``<pipeline>/mae`` and ``<pipeline>/aligner``), the aligner's null condition for ``p_null`` of
+  the samples. For continuing a UNet (``unet.init``) after the ``align`` stage so that it reads
+  the aligned prior it will be given, rather than the caption the aligner approximates.
+
+``timestep_range``: ``[first, last]`` training timesteps (inclusive; default every one). A UNet
+run with one DDIM step on a trailing zero-terminal-SNR schedule is only ever called at the last
+timestep, where ``v = -x_0``: ``[999, 999]`` continues it as a regressor of the clean latents
+at that step -- the deployed call -- instead of spreading its training over all noise levels.
 
 ``schedule``: changes to the noise schedule (SD-1.5's unless the backbone folder has one), e.g.
 ``{prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}``
@@ -34,7 +44,7 @@ from pathlib import Path
 import torch
 
 from asuka.errors import InputError
-from asuka.training.components import BackboneConfig, load_backbone_part, load_part_folder, noise_scheduler
+from asuka.training.components import BackboneConfig, load_backbone_part, load_model, load_part_folder, noise_scheduler
 from asuka.training.config import DataConfig, OptimConfig, TrainConfig
 from asuka.training.data import AddMask
 from asuka.training.stages._diffusion import NoisePredictionStage
@@ -48,13 +58,16 @@ SCHEDULE_KEYS = {"prediction_type": ("epsilon", "v_prediction"), "rescale_betas_
 @dataclasses.dataclass
 class ConditionConfig:
     """The UNet's training condition (see the module docstring). ``kind``: ``null`` or
-    ``lowres``; ``grid``: tokens per side; ``cell``: pixels per token side of the low-resolution
-    view (``grid * cell`` px in all); ``p_null``: probability of the null condition per sample."""
+    ``lowres`` or ``prior``; ``grid``: tokens per side; ``cell``: pixels per token side of the
+    low-resolution view (``grid * cell`` px in all); ``p_null``: probability of the null
+    condition per sample; ``mae``, ``aligner``: the frozen MAE and aligner of ``prior``."""
 
     kind: str = "null"
     grid: int = 8
     cell: int = 2
     p_null: float = 0.2
+    mae: str | None = None
+    aligner: str | None = None
 
 
 class LowResCaption(torch.nn.Module):
@@ -100,6 +113,7 @@ class UNetConfig(TrainConfig):
     unet: UNetModelConfig = dataclasses.field(default_factory=UNetModelConfig)
     condition: ConditionConfig = dataclasses.field(default_factory=ConditionConfig)
     schedule: dict = dataclasses.field(default_factory=dict)
+    timestep_range: tuple[int, int] | None = None
     backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(pretrained=None))
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=128))
     optim: OptimConfig = dataclasses.field(
@@ -114,8 +128,11 @@ class UNetConfig(TrainConfig):
             raise InputError(f"config unet: block_out_channels, down_block_types and up_block_types must have "
                              f"the same length, got {n}, {len(u.down_block_types)}, {len(u.up_block_types)}")
         c = self.condition
-        if c.kind not in ("null", "lowres"):
-            raise InputError(f"config condition.kind: expected 'null' or 'lowres', got {c.kind!r}")
+        if c.kind not in ("null", "lowres", "prior"):
+            raise InputError(f"config condition.kind: expected 'null', 'lowres' or 'prior', got {c.kind!r}")
+        if c.kind == "prior" and (not c.mae or not c.aligner):
+            raise InputError("config condition: kind 'prior' needs condition.mae and condition.aligner "
+                             "(folders, e.g. <pipeline>/mae and <pipeline>/aligner)")
         if c.grid < 1 or c.cell < 1:
             raise InputError(f"config condition: grid and cell must be >= 1, got {c.grid} and {c.cell}")
         if not 0.0 <= c.p_null <= 1.0:
@@ -125,6 +142,11 @@ class UNetConfig(TrainConfig):
                 raise InputError(f"config schedule: unknown key {key!r}; expected some of {', '.join(SCHEDULE_KEYS)}")
             if value not in SCHEDULE_KEYS[key]:
                 raise InputError(f"config schedule.{key}: expected one of {SCHEDULE_KEYS[key]}, got {value!r}")
+        r = self.timestep_range
+        if r is not None and (len(r) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+                              or not 0 <= r[0] <= r[1]):
+            raise InputError(f"config timestep_range: expected [first, last] integers with 0 <= first <= last, "
+                             f"got {r!r}")
 
 
 class UNetStage(NoisePredictionStage):
@@ -162,10 +184,36 @@ class UNetStage(NoisePredictionStage):
                              f"{2 * z + 1} for a VAE with {z} latent channels")
         self.cross_dim = unet.config.cross_attention_dim
         self.models["unet"] = unet  # first: the EMA model
+        n = self.scheduler.config.num_train_timesteps
+        if cfg.timestep_range is not None and cfg.timestep_range[1] >= n:
+            raise InputError(f"config timestep_range: the schedule has timesteps 0-{n - 1}, got {list(cfg.timestep_range)}")
         if cfg.condition.kind == "lowres":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed + 5)
                 self.models["caption"] = LowResCaption(self.cross_dim, cfg.condition.grid, cfg.condition.cell)
+        elif cfg.condition.kind == "prior":
+            self._build_prior_condition()
+
+    def _build_prior_condition(self) -> None:
+        from asuka.models.aligner import AsukaAligner
+        from asuka.models.mae import MAEPrior
+
+        c = self.config.condition
+        self.mae = self.freeze(load_model(MAEPrior, c.mae, what="config condition.mae"))
+        self.aligner = self.freeze(load_model(AsukaAligner, c.aligner, what="config condition.aligner"))
+        problems = []
+        if self.aligner.config.in_dim != self.mae.config.decoder_embed_dim:
+            problems.append(f"aligner in_dim {self.aligner.config.in_dim} != MAE prior width "
+                            f"{self.mae.config.decoder_embed_dim}")
+        if self.aligner.config.dim != self.cross_dim:
+            problems.append(f"aligner dim {self.aligner.config.dim} != the UNet's cross_attention_dim {self.cross_dim}")
+        if problems:
+            raise InputError("unet stage, condition prior: " + "; ".join(problems))
+
+    def timestep_bounds(self) -> tuple[int, int]:
+        if self.config.timestep_range is None:
+            return super().timestep_bounds()
+        return tuple(self.config.timestep_range)
 
     def dataset_transform(self):
         return AddMask.from_config(self.config.masks)
@@ -176,12 +224,19 @@ class UNetStage(NoisePredictionStage):
     def condition(self, batch, step, generator):
         image = batch["image"]
         b = image.shape[0]
-        if "caption" not in self.models:
+        kind = self.config.condition.kind
+        if kind == "null":
             # zeros: AsukaAligner's default null condition (1 token); the pipeline's "null" baseline
             return torch.zeros(b, 1, self.cross_dim, device=image.device), {}
-        tokens = self.models["caption"](image)
+        if kind == "lowres":
+            tokens = self.models["caption"](image)
+            null = torch.zeros_like(tokens)
+        else:  # the pipeline's condition: the aligned prior of the masked image, or the aligner's null
+            with torch.no_grad():
+                tokens = self.aligner(self.mae.prior(image.to(self.weight_dtype), batch["mask"].to(self.weight_dtype)))
+                null = self.aligner.null(b, tokens.shape[1]).to(tokens.dtype)
         drop = torch.rand(b, generator=generator, device=image.device) < self.config.condition.p_null
-        tokens = torch.where(drop[:, None, None], torch.zeros_like(tokens), tokens)
+        tokens = torch.where(drop[:, None, None], null, tokens)
         return tokens, {"null": drop.float().mean()}
 
     def export(self, models, out_dir: Path) -> list[Path]:
