@@ -120,7 +120,8 @@ decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; 
   rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder"
   cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
   cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
-  for stage in vae mae unet align align_linear decoder_noaug; do  # keep the record of how they were trained
+  for stage in vae mae unet unet_onestep align align_linear decoder_noaug; do  # keep the record of how they were trained
+    [ -e "$REUSE/training/$stage.csv" ] || continue  # (unet_onestep: only where the UNet was continued so)
     mkdir -p "$RUNS/$stage"
     cp "$REUSE/training/$stage.yaml" "$RUNS/$stage/config.yaml"
     cp "$REUSE/training/$stage.csv" "$RUNS/$stage/metrics.csv"
