@@ -12,16 +12,20 @@
 # and aligners of an existing pipeline folder (and of its -ablations folder beside it), copied
 # into $RUNS/model first; REUSE_COMMIT=<commit> takes that folder from the shipped model of a
 # commit (extracted into $RUNS/reuse-<commit>). DECODER_INIT=<decoder folder> continues that
-# decoder instead of starting from the VAE's ("reuse" = the REUSE folder's own decoder). The
-# shipped decoder was made so (MODEL_CARD.md):
-#   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
-#     RUNS=/work/runs/a128d DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+# decoder instead of starting from the VAE's ("reuse" = the REUSE folder's own decoder).
 #
 # ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and continues
 # its UNet for n steps at the one timestep the pipeline calls it at, on the pipeline's own condition
-# (stage unet_onestep, configs/asuka-small-128/unet_onestep.yaml). The shipped UNet was made so:
+# (stage unet_onestep, configs/asuka-small-128/unet_onestep.yaml).
+#
+# The shipped decoder was made so (MODEL_CARD.md):
+#   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
+#     RUNS=/work/runs/a128d DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+# and the continuation of its UNet, then of its decoder, that was tried and not shipped (MODEL_CARD.md):
 #   REUSE_COMMIT=ba95912 ONESTEP_STEPS=2000 OMP_NUM_THREADS=2 RUNS=/work/runs/a128o \
 #     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+#   REUSE=/work/runs/a128o/asuka-small DECODER_INIT=reuse DECODER_STEPS=1200 OMP_NUM_THREADS=2 \
+#     RUNS=/work/runs/a128od DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
