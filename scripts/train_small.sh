@@ -117,19 +117,24 @@ if [ -n "${REUSE_COMMIT:-}" ]; then
 fi
 if [ "${DECODER_INIT:-}" = reuse ]; then DECODER_INIT=$REUSE/decoder; fi
 
-decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; redo latent aug + decoder
-  local abl=${REUSE%/}-ablations part stage
+take_reused() {  # copy every component of REUSE (and its -ablations) and every stage's training record but $1's
+  local abl=${REUSE%/}-ablations part rec stage
   mkdir -p "$MODEL" "$RUNS/ablations/linear" "$RUNS/ablations/noaug"
-  for part in vae unet scheduler mae aligner; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
+  for part in vae unet scheduler mae aligner decoder; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
   rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder"
   cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
   cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
-  for stage in vae mae unet unet_onestep align align_linear decoder_noaug; do  # keep the record of how they were trained
-    [ -e "$REUSE/training/$stage.csv" ] || continue  # (unet_onestep: only where the UNet was continued so)
+  for rec in "$REUSE"/training/*.csv; do  # keep the record of how they were trained
+    stage=$(basename "$rec" .csv)
+    [ "$stage" = "$1" ] && continue
     mkdir -p "$RUNS/$stage"
     cp "$REUSE/training/$stage.yaml" "$RUNS/$stage/config.yaml"
-    cp "$REUSE/training/$stage.csv" "$RUNS/$stage/metrics.csv"
+    cp "$rec" "$RUNS/$stage/metrics.csv"
   done
+}
+
+decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; redo latent aug + decoder
+  take_reused decoder
   echo "[$(date +%T)] make-latent-aug"
   nice -n "$NICE" asuka make-latent-aug --config $CFG/latent_aug.yaml output_dir=$RUNS/latent_aug data.root="$DATA" \
       backbone.pretrained=$MODEL > "$LOGS/latent_aug.log" 2>&1
@@ -138,18 +143,8 @@ decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; 
 }
 
 onestep_only() {  # REUSE=<model folder> + ONESTEP_STEPS: keep every component, continue the UNet
-  local abl=${REUSE%/}-ablations part stage
-  mkdir -p "$MODEL" "$RUNS/ablations/linear" "$RUNS/ablations/noaug"
-  for part in vae unet scheduler mae aligner decoder; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
-  rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder" "$RUNS/unet_init"
-  cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
-  cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
-  cp -r "$REUSE/unet" "$RUNS/unet_init"  # the export below replaces $MODEL/unet
-  for stage in vae mae unet align align_linear decoder decoder_noaug; do
-    mkdir -p "$RUNS/$stage"
-    cp "$REUSE/training/$stage.yaml" "$RUNS/$stage/config.yaml"
-    cp "$REUSE/training/$stage.csv" "$RUNS/$stage/metrics.csv"
-  done
+  take_reused unet_onestep
+  rm -rf "$RUNS/unet_init"; cp -r "$REUSE/unet" "$RUNS/unet_init"  # the export below replaces $MODEL/unet
   stage unet_onestep "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
       backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
       condition.mae=$MODEL/mae condition.aligner=$MODEL/aligner
