@@ -115,7 +115,9 @@ def load_eval_set(eval_dir: Path, masks_per_photo: int, mask_seed: int):
 
     from asuka.masks import misato_eval_mixture, rng_for
 
-    files = sorted(p for p in eval_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if eval_dir.is_dir() else []
+    files = []
+    if eval_dir.is_dir():
+        files = sorted(p for p in eval_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         sys.exit(f"no images in {eval_dir}: run scripts/fetch_photos.py first (see data/README.md)")
     mixture = misato_eval_mixture()

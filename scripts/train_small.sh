@@ -119,12 +119,17 @@ if [ "${DECODER_INIT:-}" = reuse ]; then DECODER_INIT=$REUSE/decoder; fi
 
 take_reused() {  # copy every component of REUSE (and its -ablations) and every stage's training record but $1's
   local abl=${REUSE%/}-ablations part rec stage
+  for part in "$REUSE/model_index.json" "$abl/aligner-linear" "$abl/decoder-noaug"; do
+    [ -e "$part" ] || { echo "REUSE=$REUSE: $part is missing; expected a pipeline folder as" \
+      "scripts/assemble_small.py writes it, with its -ablations folder beside it" >&2; exit 2; }
+  done
   mkdir -p "$MODEL" "$RUNS/ablations/linear" "$RUNS/ablations/noaug"
   for part in vae unet scheduler mae aligner decoder; do rm -rf "${MODEL:?}/$part"; cp -r "$REUSE/$part" "$MODEL/"; done
   rm -rf "$RUNS/ablations/linear/aligner" "$RUNS/ablations/noaug/decoder"
   cp -r "$abl/aligner-linear" "$RUNS/ablations/linear/aligner"
   cp -r "$abl/decoder-noaug" "$RUNS/ablations/noaug/decoder"
   for rec in "$REUSE"/training/*.csv; do  # keep the record of how they were trained
+    [ -e "$rec" ] || continue  # (a folder without training records)
     stage=$(basename "$rec" .csv)
     [ "$stage" = "$1" ] && continue
     mkdir -p "$RUNS/$stage"
