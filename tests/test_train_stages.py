@@ -112,6 +112,32 @@ def test_substitution_schedule():
     assert SubstitutionConfig(decay_steps=0).p(0) == pytest.approx(0.1)
 
 
+def test_align_timestep_range(images, tmp_path):
+    """``timestep_range`` bounds the align stage's timesteps as the UNet stage's (the shared
+    :class:`DenoisingConfig`); by default every timestep; a range past the schedule fails at
+    build, and a flux backbone refuses it."""
+    stage_cls = get_stage("align")
+    default = stage_cls(tiny_config("align", tmp_path / "d", images), device=torch.device("cpu"),
+                        weight_dtype=torch.float32)
+    default.build()
+    assert default.timestep_bounds() == (0, default.scheduler.config.num_train_timesteps - 1)
+    cfg = tiny_config("align", tmp_path / "a", images, "timestep_range=[999, 999]", "max_steps=1")
+    stage = stage_cls(cfg, device=torch.device("cpu"), weight_dtype=torch.float32)
+    stage.build()
+    drawn = []
+    real_add = stage.scheduler.add_noise
+    stage.scheduler.add_noise = lambda x, n, t: drawn.append(t) or real_add(x, n, t)
+    batch = torch.utils.data.default_collate(
+        [build_dataset(cfg, transform=stage.dataset_transform())[(i, 0)] for i in range(4)])
+    stage.loss(batch, 0, generator=torch.Generator().manual_seed(0))
+    assert drawn[-1].tolist() == [999] * 4
+    with pytest.raises(InputError, match="0-999"):
+        stage_cls(tiny_config("align", tmp_path / "b", images, "timestep_range=[0, 1000]"),
+                  device=torch.device("cpu"), weight_dtype=torch.float32).build()
+    with pytest.raises(InputError, match="only for an sd15 backbone"):
+        tiny_config("align", tmp_path / "c", images, "timestep_range=[999, 999]", "backbone.kind=flux").validate()
+
+
 def test_align_substitutes_the_unmasked_prior(images, tmp_path):
     """With probability p the MAE sees an all-zero mask (the prior of the unmasked image)."""
     stage_cls = get_stage("align")
@@ -279,8 +305,10 @@ def test_unet_prior_condition_and_timestep_range(images, tmp_path):
     stage.scheduler.add_noise = lambda x, n, t: drawn.append(t) or real_add(x, n, t)
     stage.loss(batch, 0, generator=torch.Generator().manual_seed(0))
     assert drawn[-1].tolist() == [999] * 8
-    assert stage_cls.__mro__[1].timestep_bounds(stage) == (0, 999)  # the default: every timestep
     assert train(stage_cls, cfg).step == 2
+    plain = stage_cls(tiny_config("unet", tmp_path / "p", images), device=torch.device("cpu"), weight_dtype=torch.float32)
+    plain.build()
+    assert plain.timestep_bounds() == (0, 999)  # the default: every timestep
     for bad, match in (("timestep_range=[5, 2]", "timestep_range"), ("timestep_range=[0, 1000]", "0-999"),
                        ("condition.kind=prior", "needs condition.mae")):
         with pytest.raises(InputError, match=match):

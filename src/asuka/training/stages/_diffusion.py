@@ -15,11 +15,37 @@ Subclasses say which denoiser (trained or frozen) and which condition.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 
 from asuka import flux
+from asuka.errors import InputError
+from asuka.training.config import TrainConfig
 from asuka.training.stage import Stage, StepOutput
+
+
+@dataclasses.dataclass
+class DenoisingConfig(TrainConfig):
+    """Options of the stages trained with their backbone's denoising loss.
+
+    ``timestep_range``: ``[first, last]`` training timesteps (inclusive; sd15 backbones; default
+    every one). A UNet run with one DDIM step on a trailing zero-terminal-SNR schedule is only
+    ever called at the last timestep, where ``v = -x_0``: ``[999, 999]`` trains what is trained
+    (the UNet, or the aligner through the frozen UNet) for that call -- the deployed one --
+    instead of spreading it over all noise levels.
+    """
+
+    timestep_range: tuple[int, int] | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        r = self.timestep_range
+        if r is not None and (len(r) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+                              or not 0 <= r[0] <= r[1]):
+            raise InputError(f"config timestep_range: expected [first, last] integers with 0 <= first <= last, "
+                             f"got {r!r}")
 
 
 @torch.no_grad()
@@ -89,8 +115,16 @@ class NoisePredictionStage(Stage):
         raise NotImplementedError
 
     def timestep_bounds(self) -> tuple[int, int]:
-        """``(first, last)`` training timesteps, inclusive (sd15; default: all of the schedule's)."""
-        return 0, self.scheduler.config.num_train_timesteps - 1
+        """``(first, last)`` training timesteps, inclusive (sd15): ``config.timestep_range``, by
+        default all of the schedule's. Subclasses call it at the end of ``build`` so that a range
+        past the schedule fails there."""
+        n = self.scheduler.config.num_train_timesteps
+        r = self.config.timestep_range
+        if r is None:
+            return 0, n - 1
+        if r[1] >= n:
+            raise InputError(f"config timestep_range: the schedule has timesteps 0-{n - 1}, got {list(r)}")
+        return r[0], r[1]
 
     def condition(self, batch: dict, step: int, generator: torch.Generator) -> tuple[object, dict]:
         """``(condition, extra logs)`` for the batch: ``encoder_hidden_states (B, L, D)`` for sd15,

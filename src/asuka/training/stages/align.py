@@ -16,6 +16,11 @@ the *unmasked* image (the "reconstructed" prior, all-zero mask) replaces the pri
 masked image; ``p`` goes linearly from ``p_start`` to ``p_end`` over the first
 ``decay_steps`` steps, then stays (paper: 1.0 -> 0.1 over 2,000 steps). The MAE sees its
 own resolution (256; :meth:`MAEPrior.prior` resizes), the backbone ``data.resolution``.
+
+``timestep_range`` (sd15; :class:`~asuka.training.stages._diffusion.DenoisingConfig`): the
+timesteps of the loss, e.g. ``[999, 999]`` to align the prior for the one DDIM step from zero SNR
+that a one-step pipeline makes -- the call where the condition, besides the hole's surroundings,
+is all the UNet has to go on.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from torch import nn
 from asuka.errors import InputError
 from asuka.flux import DEFAULT_GUIDANCE, flux_condition
 from asuka.training.components import BackboneConfig, load_backbone_part, load_model, noise_scheduler
-from asuka.training.config import DataConfig, OptimConfig, TrainConfig
+from asuka.training.config import DataConfig, OptimConfig
 from asuka.training.data import AddMask
-from asuka.training.stages._diffusion import NoisePredictionStage
+from asuka.training.stages._diffusion import DenoisingConfig, NoisePredictionStage
 
 
 @dataclasses.dataclass
@@ -52,7 +57,7 @@ class SubstitutionConfig:
 
 
 @dataclasses.dataclass
-class AlignConfig(TrainConfig):
+class AlignConfig(DenoisingConfig):
     """``mae``: the fine-tuned MAE (a ``save_pretrained`` folder such as ``runs/mae/export/mae``,
     the release's ``mae_300.pth``, or a preset for tests). ``aligner``: the aligner's start
     (a preset: random init, widths from the MAE and the backbone; or a folder to continue; for
@@ -86,6 +91,9 @@ class AlignConfig(TrainConfig):
                 raise InputError(f"config substitution.{name}: expected a probability, got {getattr(s, name)}")
         if s.decay_steps < 0:
             raise InputError(f"config substitution.decay_steps: expected >= 0, got {s.decay_steps}")
+        if self.backbone.is_flux and self.timestep_range is not None:
+            raise InputError("config timestep_range: only for an sd15 backbone (a flux backbone is trained "
+                             "over flow times, shifted as its inference schedule)")
         if self.backbone.is_flux and self.data.resolution % 16:
             raise InputError(f"config data.resolution: a flux backbone needs a multiple of 16, "
                              f"got {self.data.resolution}")
@@ -146,6 +154,7 @@ class AlignStage(NoisePredictionStage):
                                                    cfg.condition_weight)
         else:
             self.models["aligner"] = aligners["aligner"]
+            self.timestep_bounds()  # a timestep_range past the schedule fails here
 
     @staticmethod
     def _set_release_nulls(aligners: dict, folder: str) -> None:

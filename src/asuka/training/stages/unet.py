@@ -22,10 +22,8 @@ the ``vae`` stage's export). The cross-attention condition (``condition.kind``):
   the samples. For continuing a UNet (``unet.init``) after the ``align`` stage so that it reads
   the aligned prior it will be given, rather than the caption the aligner approximates.
 
-``timestep_range``: ``[first, last]`` training timesteps (inclusive; default every one). A UNet
-run with one DDIM step on a trailing zero-terminal-SNR schedule is only ever called at the last
-timestep, where ``v = -x_0``: ``[999, 999]`` continues it as a regressor of the clean latents
-at that step -- the deployed call -- instead of spreading its training over all noise levels.
+``timestep_range`` (:class:`~asuka.training.stages._diffusion.DenoisingConfig`): ``[999, 999]``
+continues a UNet run with one DDIM step as the regressor of the clean latents it is used as.
 
 ``schedule``: changes to the noise schedule (SD-1.5's unless the backbone folder has one), e.g.
 ``{prediction_type: v_prediction, rescale_betas_zero_snr: true, timestep_spacing: trailing}``
@@ -45,9 +43,9 @@ import torch
 
 from asuka.errors import InputError
 from asuka.training.components import BackboneConfig, load_backbone_part, load_model, load_part_folder, noise_scheduler
-from asuka.training.config import DataConfig, OptimConfig, TrainConfig
+from asuka.training.config import DataConfig, OptimConfig
 from asuka.training.data import AddMask
-from asuka.training.stages._diffusion import NoisePredictionStage
+from asuka.training.stages._diffusion import DenoisingConfig, NoisePredictionStage
 
 
 #: noise-schedule fields the ``schedule`` option may change, with their allowed values
@@ -105,7 +103,7 @@ class UNetModelConfig:
 
 
 @dataclasses.dataclass
-class UNetConfig(TrainConfig):
+class UNetConfig(DenoisingConfig):
     """``backbone``: where the frozen VAE comes from (``backbone.vae`` = a folder such as
     ``runs/vae/export/vae``; ``backbone.preset=tiny`` for tests); ``backbone.pretrained``
     also provides the noise schedule when it has a ``scheduler/`` folder."""
@@ -113,7 +111,6 @@ class UNetConfig(TrainConfig):
     unet: UNetModelConfig = dataclasses.field(default_factory=UNetModelConfig)
     condition: ConditionConfig = dataclasses.field(default_factory=ConditionConfig)
     schedule: dict = dataclasses.field(default_factory=dict)
-    timestep_range: tuple[int, int] | None = None
     backbone: BackboneConfig = dataclasses.field(default_factory=lambda: BackboneConfig(pretrained=None))
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(resolution=128))
     optim: OptimConfig = dataclasses.field(
@@ -142,11 +139,6 @@ class UNetConfig(TrainConfig):
                 raise InputError(f"config schedule: unknown key {key!r}; expected some of {', '.join(SCHEDULE_KEYS)}")
             if value not in SCHEDULE_KEYS[key]:
                 raise InputError(f"config schedule.{key}: expected one of {SCHEDULE_KEYS[key]}, got {value!r}")
-        r = self.timestep_range
-        if r is not None and (len(r) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r)
-                              or not 0 <= r[0] <= r[1]):
-            raise InputError(f"config timestep_range: expected [first, last] integers with 0 <= first <= last, "
-                             f"got {r!r}")
 
 
 class UNetStage(NoisePredictionStage):
@@ -184,9 +176,7 @@ class UNetStage(NoisePredictionStage):
                              f"{2 * z + 1} for a VAE with {z} latent channels")
         self.cross_dim = unet.config.cross_attention_dim
         self.models["unet"] = unet  # first: the EMA model
-        n = self.scheduler.config.num_train_timesteps
-        if cfg.timestep_range is not None and cfg.timestep_range[1] >= n:
-            raise InputError(f"config timestep_range: the schedule has timesteps 0-{n - 1}, got {list(cfg.timestep_range)}")
+        self.timestep_bounds()  # a timestep_range past the schedule fails here
         if cfg.condition.kind == "lowres":
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed + 5)
@@ -209,11 +199,6 @@ class UNetStage(NoisePredictionStage):
             problems.append(f"aligner dim {self.aligner.config.dim} != the UNet's cross_attention_dim {self.cross_dim}")
         if problems:
             raise InputError("unet stage, condition prior: " + "; ".join(problems))
-
-    def timestep_bounds(self) -> tuple[int, int]:
-        if self.config.timestep_range is None:
-            return super().timestep_bounds()
-        return tuple(self.config.timestep_range)
 
     def dataset_transform(self):
         return AddMask.from_config(self.config.masks)
