@@ -17,6 +17,9 @@
 # ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and continues
 # its UNet for n steps at the one timestep the pipeline calls it at, on the pipeline's own condition
 # (stage unet_onestep, configs/asuka-small-128/unet_onestep.yaml).
+# ALIGN_ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and
+# continues its aligner for n steps through the frozen UNet at that one timestep
+# (stage align_onestep, configs/asuka-small-128/align_onestep.yaml).
 #
 # The shipped decoder was made so (MODEL_CARD.md):
 #   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
@@ -147,17 +150,23 @@ decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; 
       backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug ${DECODER_INIT:+decoder=$DECODER_INIT}
 }
 
-onestep_only() {  # REUSE=<model folder> + ONESTEP_STEPS: keep every component, continue the UNet
-  take_reused unet_onestep
-  rm -rf "$RUNS/unet_init"; cp -r "$REUSE/unet" "$RUNS/unet_init"  # the export below replaces $MODEL/unet
-  stage unet_onestep "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
-      backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
-      condition.mae=$MODEL/mae condition.aligner=$MODEL/aligner
+continue_one() {  # continue_one STAGE PART STEPS asuka-args...: keep every component of REUSE, continue PART
+  local name=$1 part=$2 steps=$3; shift 3
+  take_reused "$name"
+  rm -rf "$RUNS/${part}_init"; cp -r "$REUSE/$part" "$RUNS/${part}_init"  # the export replaces $MODEL/$part
+  stage "$name" "$steps" "$@"
 }
 
 rm -f "$RUNS/lane.failed"
-if [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then
-  onestep_only
+if [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ] && [ -n "${ALIGN_ONESTEP_STEPS:-}" ]; then
+  echo "ONESTEP_STEPS and ALIGN_ONESTEP_STEPS: give one of them (each continues one component of REUSE)" >&2; exit 2
+elif [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then  # the UNet at its one timestep, on the prior
+  continue_one unet_onestep unet "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
+      backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
+      condition.mae=$MODEL/mae condition.aligner=$MODEL/aligner
+elif [ -n "${REUSE:-}" ] && [ -n "${ALIGN_ONESTEP_STEPS:-}" ]; then  # the aligner through the UNet at that timestep
+  continue_one align_onestep aligner "$ALIGN_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
+      export_dir=$MODEL mae=$MODEL/mae aligner=$RUNS/aligner_init backbone.pretrained=$MODEL
 elif [ -n "${REUSE:-}" ]; then
   decoder_only
 elif [ "$PARALLEL" = 1 ]; then
