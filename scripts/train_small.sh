@@ -29,6 +29,10 @@
 #     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #   REUSE=/work/runs/a128o/asuka-small DECODER_INIT=reuse DECODER_STEPS=1200 OMP_NUM_THREADS=2 \
 #     RUNS=/work/runs/a128od DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+# and the shipped aligner's continuation at t = 999 on the model shipped at 86c92bd (MODEL_CARD.md; by hand to
+# step 400 with the same settings, then resumed by):
+#   REUSE_COMMIT=86c92bd ALIGN_ONESTEP_STEPS=1000 OMP_NUM_THREADS=2 RUNS=/work/runs/a128al \
+#     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
 #
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
