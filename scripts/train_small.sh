@@ -63,6 +63,10 @@ DATA=${DATA:-data/photos/train_crops/128}   # the 128 px crops of scripts/fetch_
 # replaced it (src/asuka/pretrained/asuka-small at commit f318a01): taken from git history.
 INIT=${INIT:-$RUNS/init-64px}
 INIT_COMMIT=f318a01
+if [ -z "${REUSE:-}${REUSE_COMMIT:-}" ] && [ -n "${ONESTEP_STEPS:-}${ALIGN_ONESTEP_STEPS:-}" ]; then
+  echo "ONESTEP_STEPS / ALIGN_ONESTEP_STEPS continue a component of an existing model: give REUSE=<model folder>" \
+    "or REUSE_COMMIT=<commit> too" >&2; exit 2
+fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$LOGS"
 rm -f "$RUNS"/*.done
