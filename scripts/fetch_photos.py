@@ -5,9 +5,13 @@ Sources (all reached through package registries, nothing from a model or data hu
 
 * Debian packages ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
   (``apt-get download`` + ``dpkg -x``; ``apt-get update`` is run once if the download fails);
+* the Debian package ``jigzo-data``: the photographs of the jigsaw game's puzzles, each read
+  from its ``.pzl`` file (the photo is the ``image`` rectangle of the texture atlas inside);
 * photographs bundled with scikit-image (``skimage.data``) and scikit-learn
-  (``sklearn.datasets.load_sample_image``), and matplotlib's ``grace_hopper.jpg`` (read from
-  an installed matplotlib, else from its wheel fetched with ``pip download --no-deps``).
+  (``sklearn.datasets.load_sample_image``), matplotlib's ``grace_hopper.jpg`` (read from
+  an installed matplotlib, else from its wheel fetched with ``pip download --no-deps``), and
+  SciPy's ``face`` and ``ascent`` (``scipy/misc/*.dat``, bundled until SciPy 1.11: read from an
+  installed SciPy that has them, else from a ``scipy<1.12`` wheel fetched the same way).
 
 Also reviewed, with no photograph in them (every image is a render, an illustration or a logo;
 see :data:`PACKAGES_WITHOUT_PHOTOS`): ``gnome-backgrounds``, ``ukui-wallpapers``,
@@ -46,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
+import pickle
 import re
 import shutil
 import subprocess
@@ -67,7 +73,7 @@ from asuka.errors import InputError
 # The wallpapers are up to 5640 x 3172; PIL's decompression-bomb guard starts at ~89 MP.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
-DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers")
+DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers", "jigzo-data")
 #: Package name prefixes never downloaded nor unpacked: their photos are the independent test set.
 FORBIDDEN_PACKAGES = ("lomiri-wallpapers",)
 #: Packages looked at (every image file, and the copyright file) that hold no photograph.
@@ -82,20 +88,25 @@ PACKAGES_WITHOUT_PHOTOS: dict[str, str] = {
 #: renders and flat illustrations score 0.4-1.0, the kept photographs 0.0-0.46 (JPEG sky, fog).
 FLAT_WARNING = 0.5
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: Files that hold a photograph inside (jigzo's puzzles), looked at like image files.
+CONTAINER_SUFFIXES = (".pzl",)
 EVAL_FULL_SIZE = 512
 MATE_DIR = "usr/share/backgrounds/mate"
 PLASMA_DIR = "usr/share/wallpapers"
+JIGZO_DIR = "usr/share/games/jigzo/puzzles/00_default"
 
 
 @dataclass(frozen=True)
 class Photo:
     """One kept photograph.
 
-    ``source`` is ``"debian"``, ``"skimage"``, ``"sklearn"`` or ``"matplotlib"``. ``locator`` is, for Debian, a
-    path inside the unpacked package -- a file, or a Plasma wallpaper folder whose largest
-    ``contents/images/WxH.*`` is used --; for scikit-image the ``skimage.data`` function name;
-    for scikit-learn the ``load_sample_image`` file name; for matplotlib a file of its
-    ``mpl-data/sample_data``. ``split`` is ``"train"`` or ``"eval"``.
+    ``source`` is ``"debian"``, ``"skimage"``, ``"sklearn"``, ``"matplotlib"`` or ``"scipy"``.
+    ``locator`` is, for Debian, a path inside the unpacked package -- an image file, a jigzo
+    ``.pzl`` puzzle, or a Plasma wallpaper folder whose largest ``contents/images/WxH.*`` is
+    used --; for scikit-image the ``skimage.data`` function name; for scikit-learn the
+    ``load_sample_image`` file name; for matplotlib a file of its ``mpl-data/sample_data``; for
+    SciPy the name of a ``scipy/misc/<name>.dat`` (``face``, ``ascent``). ``split`` is ``"train"``
+    or ``"eval"``.
     """
 
     id: str
@@ -134,6 +145,23 @@ def _plasma(name: str, author: str, content: str, split: str = "train") -> Photo
         author=author,
         content=content,
         split=split,
+    )
+
+
+def _jigzo(name: str, content: str, split: str = "train", *, author: str = "Maarten de Boer",
+           licence: str = "GPL-2+") -> Photo:
+    return Photo(
+        id=f"jigzo-{name.split('-')[0]}",
+        source="debian",
+        package="jigzo-data",
+        locator=f"{JIGZO_DIR}/{name}.pzl",
+        # debian/copyright: "Files: *" (the game and its puzzles) Maarten de Boer, GPL-2+;
+        # separate stanzas for the puzzles by other authors.
+        licence=licence,
+        author=author,
+        content=content,
+        split=split,
+        notes="read from the puzzle's texture atlas (its 'image' rectangle), saved as PNG",
     )
 
 
@@ -213,6 +241,26 @@ CATALOGUE: tuple[Photo, ...] = (
     Photo("mpl-grace_hopper", "matplotlib", "matplotlib", "grace_hopper.jpg",
           "Public domain (U.S. Navy photograph)", "U.S. Navy (portrait of Grace Hopper)",
           "portrait in uniform, flag", "eval"),
+    # -- jigzo-data, the puzzles of the jigsaw game (photographs, 482-782 px) --
+    _jigzo("bike-3x4", "pink child's bicycle on a pavement"),
+    _jigzo("bird-2x3", "kookaburra on a branch, leaves"),
+    _jigzo("blackberry-3x3", "blackberries among leaves"),
+    _jigzo("castle-6x3", "castle walls above trees, sky"),
+    _jigzo("clouds-4x4", "bare branches against clouds and blue sky"),
+    _jigzo("gorilla2-3x3", "gorilla walking on grass", "eval"),
+    _jigzo("heli-4x3", "helicopter over the sea, sailing boat", author="Joana Clotet", licence="GPL-2"),
+    _jigzo("horse-4x3", "horse's head with bridle"),
+    _jigzo("tobogan-4x3", "playground slide tower among trees"),
+    _jigzo("train-2x2", "miniature steam locomotive, garden"),
+    _jigzo("windmill-4x4", "windmill against a blue sky", "eval"),
+    # -- SciPy, scipy/misc/*.dat (bundled until SciPy 1.11; docstrings of scipy.misc.face/ascent) --
+    Photo("scipy-face", "scipy", "scipy", "face",
+          "Public domain (public-domain-image.com, raccoon-procyon-lotor.jpg)", "public-domain-image.com",
+          "raccoon among palm leaves", "eval"),
+    Photo("scipy-ascent", "scipy", "scipy", "ascent",
+          "Public domain (public-domain-image.com, accent-to-the-top.jpg)", "public-domain-image.com",
+          "people climbing an observation tower's stairs, grey",
+          notes="greyscale; stored as RGB with three equal channels"),
 )
 
 # Everything in the packages that is *not* kept, and why. Used to notice package updates
@@ -274,6 +322,10 @@ REJECTED: dict[str, str] = {
     "skimage:microaneurysms": "retina detail, out of domain",
     "skimage:page / text / horse / logo / colorwheel / chessboard / binary_blobs":
         "not photographs",
+    f"{JIGZO_DIR}/penguin-3x2.pzl": "photograph under CC-BY-NC-SA-1.0 (non-commercial: not free)",
+    "usr/share/games/jigzo/image": "the game's icons (arrow, folder, leave)",
+    "usr/share/games/jigzo/font": "the game's bitmap font",
+    "scipy:ecg": "an electrocardiogram signal, not an image",
 }
 
 CommandRunner = Callable[..., subprocess.CompletedProcess]
@@ -291,7 +343,7 @@ def check_catalogue(catalogue: Sequence[Photo]) -> None:
         seen.add(p.id)
         if p.split not in ("train", "eval"):
             raise InputError(f"photo {p.id!r}: split must be 'train' or 'eval', got {p.split!r}")
-        if p.source not in ("debian", "skimage", "sklearn", "matplotlib"):
+        if p.source not in ("debian", "skimage", "sklearn", "matplotlib", "scipy"):
             raise InputError(f"photo {p.id!r}: unknown source {p.source!r}")
         check_allowed_package(p.package)
         if not p.licence or not p.author:
@@ -413,7 +465,7 @@ def unlisted_images(root: Path, catalogue: Sequence[Photo], rejected: dict[str, 
     listed = {p.locator for p in catalogue if p.source == "debian"} | set(rejected)
     out = []
     for f in sorted(root.rglob("*")):
-        if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+        if f.suffix.lower() not in IMAGE_SUFFIXES + CONTAINER_SUFFIXES or not f.is_file():
             continue
         rel = f.relative_to(root).as_posix()
         if rel.endswith("/contents/screenshot.png") or rel.endswith("/contents/screenshot.jpg"):
@@ -475,8 +527,12 @@ def fetch_originals(
                     print(f"  note: {pkg} ships {rel}, listed neither as kept nor rejected", flush=True)
                 for p in (p for p in debian if p.package == pkg):
                     src = resolve_debian_file(root, p)
-                    dst = originals / f"{p.id}{src.suffix.lower()}"
-                    shutil.copyfile(src, dst)
+                    if src.suffix.lower() == ".pzl":  # a jigzo puzzle: the photo inside, as PNG
+                        dst = originals / f"{p.id}.png"
+                        pzl_photo(src).save(dst)
+                    else:
+                        dst = originals / f"{p.id}{src.suffix.lower()}"
+                        shutil.copyfile(src, dst)
                     meta = root / p.locator / "metadata.json"
                     if meta.is_file():  # a Plasma wallpaper: its own licence statement
                         shutil.copyfile(meta, licenses / f"{p.id}.metadata.json")
@@ -495,6 +551,11 @@ def fetch_originals(
                 records[p.id] = previous[p.id]
                 continue
             where, in_pkg = fetch_matplotlib_sample(p.locator, dst, licenses, run=run)
+        elif p.source == "scipy":
+            if dst.is_file() and p.id in previous:  # no second pip download
+                records[p.id] = previous[p.id]
+                continue
+            where, in_pkg = fetch_scipy_sample(p.locator, dst, licenses, run=run)
         elif p.source == "skimage":
             import skimage
             import skimage.data
@@ -552,6 +613,100 @@ def fetch_matplotlib_sample(name: str, dst: Path, licenses: Path, *,
                     (licenses / "matplotlib.LICENSE").write_bytes(zf.read(info))
                     break
     return f"matplotlib {version} (wheel)", inner
+
+
+_PZL_IMAGE_RE = re.compile(rb"^image (\d+) (\d+) (\d+) (\d+)", re.MULTILINE)
+
+
+def pzl_photo(path: Path) -> Image.Image:
+    """The photograph of a jigzo ``.pzl`` puzzle, as RGB.
+
+    The file is a text header (``PzlF``, name, texture map: one ``cropNNN`` line per piece and an
+    ``image X Y W H`` line for the whole picture) followed by JPEG images: a thumbnail, then the
+    texture atlas of the pieces, which holds the whole picture at ``(X, Y, W, H)``. The largest
+    embedded JPEG is the atlas.
+    """
+    data = path.read_bytes()
+    if not data.startswith(b"PzlF"):
+        raise InputError(f"{path}: not a jigzo puzzle (no 'PzlF' header)")
+    rect = _PZL_IMAGE_RE.search(data[:data.find(b"\xff\xd8\xff")] if b"\xff\xd8\xff" in data else data)
+    if rect is None:
+        raise InputError(f"{path}: the puzzle's texture map has no 'image X Y W H' line")
+    x, y, w, h = (int(v) for v in rect.groups())
+    best = None
+    for m in re.finditer(rb"\xff\xd8\xff", data):
+        try:
+            im = Image.open(io.BytesIO(data[m.start():]))
+            im.load()
+        except OSError:  # a marker inside another JPEG's data, not an image
+            continue
+        if best is None or im.width * im.height > best.width * best.height:
+            best = im
+    if best is None or x + w > best.width or y + h > best.height:
+        raise InputError(f"{path}: no embedded JPEG holds the picture's rectangle {x, y, w, h}")
+    return best.convert("RGB").crop((x, y, x + w, y + h))
+
+
+class _ListsOnly(pickle.Unpickler):
+    """Unpickles plain lists and numbers only (SciPy's ``ascent.dat``): no class is ever loaded."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def scipy_sample_array(name: str, raw: bytes) -> np.ndarray:
+    """Decode ``scipy/misc/<name>.dat``: ``face`` is bz2-compressed 768 x 1024 x 3 bytes, ``ascent``
+    a pickled 512 x 512 list of 8-bit levels (read without loading any class)."""
+    import bz2
+
+    if name == "face":
+        arr = np.frombuffer(bz2.decompress(raw), dtype=np.uint8)
+        if arr.size != 768 * 1024 * 3:
+            raise InputError(f"scipy face.dat holds {arr.size} bytes, expected 768 x 1024 x 3")
+        return arr.reshape(768, 1024, 3)
+    if name == "ascent":
+        arr = np.asarray(_ListsOnly(io.BytesIO(raw)).load())
+        if arr.ndim != 2 or arr.min() < 0 or arr.max() > 255:
+            raise InputError(f"scipy ascent.dat holds an array of shape {arr.shape}, expected 8-bit levels (H, W)")
+        return arr.astype(np.uint8)
+    raise InputError(f"unknown SciPy sample {name!r}: expected 'face' or 'ascent'")
+
+
+def fetch_scipy_sample(name: str, dst: Path, licenses: Path, *,
+                       run: CommandRunner = subprocess.run) -> tuple[str, str]:
+    """Save SciPy's ``scipy/misc/<name>.dat`` as the PNG ``dst``, from an installed SciPy that still
+    bundles it, else from a ``scipy<1.12`` wheel (``pip download --no-deps``; nothing is
+    installed). Returns ``(source, path in it)`` and copies SciPy's licence into ``licenses``."""
+    import zipfile
+
+    inner = f"scipy/misc/{name}.dat"
+    try:
+        import scipy
+
+        installed = Path(scipy.__file__).parent / "misc" / f"{name}.dat"
+        if installed.is_file():
+            Image.fromarray(scipy_sample_array(name, installed.read_bytes())).save(dst)
+            _copy_dist_licence("scipy", licenses / "scipy.LICENSE.txt")
+            return f"scipy {scipy.__version__}", inner
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="asuka-scipy-") as tmp:
+        res = _run(run, [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                         "-d", tmp, "scipy<1.12"])
+        wheels = sorted(Path(tmp).glob("scipy-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise InputError(f"pip download 'scipy<1.12' failed (exit {res.returncode}): "
+                             f"{(res.stderr or '').strip()[-500:]}")
+        version = wheels[0].name.split("-")[1]
+        with zipfile.ZipFile(wheels[0]) as zf:
+            if inner not in zf.namelist():
+                raise InputError(f"{wheels[0].name} has no {inner}")
+            Image.fromarray(scipy_sample_array(name, zf.read(inner))).save(dst)
+            for info in zf.namelist():
+                if ".dist-info/" in info and Path(info).name.upper().startswith("LICENSE"):
+                    (licenses / "scipy.LICENSE.txt").write_bytes(zf.read(info))
+                    break
+    return f"scipy {version} (wheel)", inner
 
 
 def _copy_dist_licence(dist: str, dst: Path) -> None:

@@ -3,8 +3,12 @@ apt/dpkg path with ``apt-get`` mocked (a tiny .deb is built locally with dpkg-de
 
 from __future__ import annotations
 
+import bz2
 import importlib.util
+import io
 import json
+import pickle
+import zipfile
 import shutil
 import subprocess
 import sys
@@ -43,6 +47,7 @@ def _photo(path: Path, size, mode="RGB", seed=0):
 EXPECTED_EVAL = [
     "mate-Dune", "mate-LadyBird", "mate-RainDrops", "plasma-EveningGlow", "plasma-Path",
     "skimage-astronaut", "sklearn-china", "mpl-grace_hopper",
+    "jigzo-gorilla2", "jigzo-windmill", "scipy-face",
 ]
 
 
@@ -281,3 +286,93 @@ def test_flat_fraction_separates_flat_art_from_texture(fp):
     assert fp.flat_fraction(Image.fromarray(flat)) > 0.9
     assert fp.flat_fraction(Image.fromarray(noisy)) < 0.05
     assert fp.FLAT_WARNING == 0.5
+
+
+# --------------------------------------------------------------------------- jigzo puzzles, SciPy samples
+
+
+def _jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _fake_pzl(path: Path, picture: Image.Image, at=(0, 0)) -> Path:
+    """A puzzle as jigzo writes it: header with the texture map, a thumbnail, then the atlas."""
+    w, h = picture.size
+    atlas = Image.new("RGB", (w + at[0] + 40, h + at[1] + 30), (0, 0, 0))
+    atlas.paste(picture, at)
+    thumb = picture.resize((w // 4, h // 4))
+    header = (f"PzlF\n0.1\nfake-2x2\nhttp://example.org/\nfake-2x2.map\n99\n#texture map data\n"
+              f"crop000 {w} 0 20 20 10 10 0 0 0 0\nimage {at[0]} {at[1]} {w} {h} 1 1    \nfake-t.jpg\n").encode()
+    path.write_bytes(header + _jpeg_bytes(thumb) + b"\nfake.jpg\n" + _jpeg_bytes(atlas))
+    return path
+
+
+def test_pzl_photo_is_the_image_rectangle_of_the_atlas(fp, tmp_path):
+    picture = Image.open(_photo(tmp_path / "p.png", (120, 90), seed=3)).convert("RGB")
+    got = fp.pzl_photo(_fake_pzl(tmp_path / "fake-2x2.pzl", picture, at=(7, 5)))
+    assert got.size == (120, 90) and got.mode == "RGB"
+    diff = np.abs(np.asarray(got, np.int16) - np.asarray(picture, np.int16))
+    assert diff.mean() < 3  # JPEG round trip only: the right rectangle of the right (largest) image
+    (tmp_path / "bad.pzl").write_bytes(b"GIF89a")
+    with pytest.raises(InputError, match="not a jigzo puzzle"):
+        fp.pzl_photo(tmp_path / "bad.pzl")
+    (tmp_path / "nomap.pzl").write_bytes(b"PzlF\n0.1\n" + _jpeg_bytes(picture))
+    with pytest.raises(InputError, match="image X Y W H"):
+        fp.pzl_photo(tmp_path / "nomap.pzl")
+
+
+def test_jigzo_entries_point_at_puzzles_and_skip_the_non_free_one(fp):
+    jigzo = [p for p in fp.CATALOGUE if p.package == "jigzo-data"]
+    assert len(jigzo) == 11 and all(p.locator.endswith(".pzl") for p in jigzo)
+    assert not any("penguin" in p.locator for p in jigzo)  # CC-BY-NC-SA: not free
+    assert any("penguin" in k and "NC" in v for k, v in fp.REJECTED.items())
+    assert "jigzo-data" in fp.DEBIAN_PACKAGES
+
+
+def _fake_scipy_wheel(folder: Path, face: np.ndarray, ascent: np.ndarray) -> Path:
+    wheel = folder / "scipy-1.11.4-cp311-cp311-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("scipy/misc/face.dat", bz2.compress(face.tobytes()))
+        zf.writestr("scipy/misc/ascent.dat", pickle.dumps(ascent.tolist()))
+        zf.writestr("scipy-1.11.4.dist-info/LICENSE.txt", "BSD-3-Clause")
+    return wheel
+
+
+def test_scipy_samples_from_a_wheel_without_loading_classes(fp, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    ascent = rng.integers(0, 256, (512, 512), dtype=np.uint8)
+    calls = []
+
+    def runner(cmd, cwd=None, **kw):  # pip download, mocked: drop a wheel in the -d folder
+        calls.append(cmd)
+        _fake_scipy_wheel(Path(cmd[cmd.index("-d") + 1]), face, ascent)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    import scipy
+    monkeypatch.setattr(scipy, "__file__", str(tmp_path / "no-misc" / "__init__.py"))  # an installed SciPy >= 1.12
+    lic = tmp_path / "licenses"
+    lic.mkdir()
+    where, inner = fp.fetch_scipy_sample("face", tmp_path / "face.png", lic, run=runner)
+    assert (where, inner) == ("scipy 1.11.4 (wheel)", "scipy/misc/face.dat")
+    assert calls[0][-1] == "scipy<1.12" and "--no-deps" in calls[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "face.png")), face)
+    assert (lic / "scipy.LICENSE.txt").read_text() == "BSD-3-Clause"
+    fp.fetch_scipy_sample("ascent", tmp_path / "ascent.png", lic, run=runner)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "ascent.png")), ascent)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        fp.scipy_sample_array("ascent", pickle.dumps([[1, 2], Evil()]))
+    with pytest.raises(InputError, match="768 x 1024 x 3"):
+        fp.scipy_sample_array("face", bz2.compress(b"123"))
+    with pytest.raises(InputError, match="'face' or 'ascent'"):
+        fp.scipy_sample_array("ecg", b"")
+    failing = lambda cmd, cwd=None, **kw: subprocess.CompletedProcess(cmd, 1, "", "No matching distribution")
+    with pytest.raises(InputError, match="pip download 'scipy<1.12' failed.*No matching distribution"):
+        fp.fetch_scipy_sample("face", tmp_path / "f2.png", lic, run=failing)
