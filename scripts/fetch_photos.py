@@ -616,6 +616,7 @@ def fetch_matplotlib_sample(name: str, dst: Path, licenses: Path, *,
 
 
 _PZL_IMAGE_RE = re.compile(rb"^image (\d+) (\d+) (\d+) (\d+)", re.MULTILINE)
+_JPEG_SOI = b"\xff\xd8\xff"
 
 
 def pzl_photo(path: Path) -> Image.Image:
@@ -629,12 +630,13 @@ def pzl_photo(path: Path) -> Image.Image:
     data = path.read_bytes()
     if not data.startswith(b"PzlF"):
         raise InputError(f"{path}: not a jigzo puzzle (no 'PzlF' header)")
-    rect = _PZL_IMAGE_RE.search(data[:data.find(b"\xff\xd8\xff")] if b"\xff\xd8\xff" in data else data)
+    first_jpeg = data.find(_JPEG_SOI)
+    rect = _PZL_IMAGE_RE.search(data if first_jpeg < 0 else data[:first_jpeg])  # in the text header
     if rect is None:
         raise InputError(f"{path}: the puzzle's texture map has no 'image X Y W H' line")
     x, y, w, h = (int(v) for v in rect.groups())
     best = None
-    for m in re.finditer(rb"\xff\xd8\xff", data):
+    for m in re.finditer(re.escape(_JPEG_SOI), data):
         try:
             im = Image.open(io.BytesIO(data[m.start():]))
             im.load()
