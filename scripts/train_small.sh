@@ -17,6 +17,9 @@
 # ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and continues
 # its UNet for n steps at the one timestep the pipeline calls it at, on the pipeline's own condition
 # (stage unet_onestep, configs/asuka-small-128/unet_onestep.yaml).
+# UNET_CONTINUE_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and
+# continues its UNet for n steps over every noise level on its own training condition, e.g. on
+# more photos (stage unet_continue, configs/asuka-small-128/unet_continue.yaml).
 # ALIGN_ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and
 # continues its aligner for n steps through the frozen UNet at that one timestep
 # (stage align_onestep, configs/asuka-small-128/align_onestep.yaml).
@@ -63,8 +66,8 @@ DATA=${DATA:-data/photos/train_crops/128}   # the 128 px crops of scripts/fetch_
 # replaced it (src/asuka/pretrained/asuka-small at commit f318a01): taken from git history.
 INIT=${INIT:-$RUNS/init-64px}
 INIT_COMMIT=f318a01
-if [ -z "${REUSE:-}${REUSE_COMMIT:-}" ] && [ -n "${ONESTEP_STEPS:-}${ALIGN_ONESTEP_STEPS:-}" ]; then
-  echo "ONESTEP_STEPS / ALIGN_ONESTEP_STEPS continue a component of an existing model: give REUSE=<model folder>" \
+if [ -z "${REUSE:-}${REUSE_COMMIT:-}" ] && [ -n "${ONESTEP_STEPS:-}${ALIGN_ONESTEP_STEPS:-}${UNET_CONTINUE_STEPS:-}" ]; then
+  echo "ONESTEP_STEPS / ALIGN_ONESTEP_STEPS / UNET_CONTINUE_STEPS continue a component of an existing model: give REUSE=<model folder>" \
     "or REUSE_COMMIT=<commit> too" >&2; exit 2
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -166,8 +169,14 @@ continue_one() {  # continue_one STAGE PART STEPS asuka-args...: keep every comp
 }
 
 rm -f "$RUNS/lane.failed"
-if [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ] && [ -n "${ALIGN_ONESTEP_STEPS:-}" ]; then
-  echo "ONESTEP_STEPS and ALIGN_ONESTEP_STEPS: give one of them (each continues one component of REUSE)" >&2; exit 2
+n_modes=0
+for v in "${ONESTEP_STEPS:-}" "${ALIGN_ONESTEP_STEPS:-}" "${UNET_CONTINUE_STEPS:-}"; do [ -n "$v" ] && n_modes=$((n_modes + 1)); done
+if [ "$n_modes" -gt 1 ]; then
+  echo "ONESTEP_STEPS, ALIGN_ONESTEP_STEPS, UNET_CONTINUE_STEPS: give one of them (each continues one component of REUSE)" >&2
+  exit 2
+elif [ -n "${REUSE:-}" ] && [ -n "${UNET_CONTINUE_STEPS:-}" ]; then  # the UNet over every noise level, on more photos
+  continue_one unet_continue unet "$UNET_CONTINUE_STEPS" train unet --config $CFG/unet_continue.yaml export_dir=$MODEL \
+      backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init
 elif [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then  # the UNet at its one timestep, on the prior
   continue_one unet_onestep unet "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
       backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
