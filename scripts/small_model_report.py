@@ -43,6 +43,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,10 @@ def parse_args(argv=None):
 
 # ------------------------------------------------------------------------------------ data
 def load_eval_set(eval_dir: Path, masks_per_photo: int, mask_seed: int):
-    """``(images (N,3,S,S) in [-1,1], masks (N,1,S,S), names)``: every photo x k masks."""
+    """``(images (N,3,S,S) in [-1,1], masks (N,1,S,S), names)``: every photo x k masks.
+
+    Mask ``k`` of a photo depends only on ``(mask_seed, photo file name, k)``, so adding photos to
+    the folder leaves the other photos' masks as they were."""
     from PIL import Image
 
     from asuka.masks import misato_eval_mixture, rng_for
@@ -122,12 +126,12 @@ def load_eval_set(eval_dir: Path, masks_per_photo: int, mask_seed: int):
         sys.exit(f"no images in {eval_dir}: run scripts/fetch_photos.py first (see data/README.md)")
     mixture = misato_eval_mixture()
     images, masks, names = [], [], []
-    for i, path in enumerate(files):
+    for path in files:
         arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
         img = torch.from_numpy(arr).permute(2, 0, 1)
         h, w = img.shape[-2:]
         for k in range(masks_per_photo):
-            draw = mixture.sample(h, w, rng_for(mask_seed, i, k))
+            draw = mixture.sample(h, w, rng_for(mask_seed, zlib.crc32(path.stem.encode()), k))
             images.append(img)
             masks.append(torch.from_numpy(draw.mask.astype(np.float32))[None])
             names.append(f"{path.stem}#{k}")

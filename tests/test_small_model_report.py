@@ -47,3 +47,20 @@ def test_the_cache_is_refused_for_another_model_or_settings(report, tmp_path):
     with pytest.raises(SystemExit, match="without a record"):
         report.open_cache(cache, key)
     report.open_cache(None, key)  # no cache: nothing to check
+
+
+def test_eval_masks_do_not_move_when_photos_are_added(report, tmp_path):
+    """A photo's masks depend on its name, not on its place in the folder."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    for name in ("m-photo", "z-photo"):
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(folder / f"{name}.png")
+    _, before, names = report.load_eval_set(folder, 2, 7)
+    Image.fromarray(np.full((64, 64, 3), 9, np.uint8)).save(folder / "a-photo.png")  # sorts first
+    _, after, names_after = report.load_eval_set(folder, 2, 7)
+    assert names_after[2:] == names == ["m-photo#0", "m-photo#1", "z-photo#0", "z-photo#1"]
+    torch.testing.assert_close(after[2:], before)
+    assert not torch.equal(before[0], before[2])  # different photos, different masks
