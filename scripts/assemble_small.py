@@ -24,7 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("vae", "vae_finetune", "mae", "unet", "align", "decoder", "align_linear", "decoder_noaug",
-          "unet_onestep", "align_onestep", "unet_continue")
+          "unet_onestep", "align_onestep", "unet_continue", "align_linear_onestep")
 
 
 def folder_size(path: Path) -> int:

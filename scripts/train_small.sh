@@ -23,6 +23,9 @@
 # ALIGN_ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) keeps every component of that folder and
 # continues its aligner for n steps through the frozen UNet at that one timestep
 # (stage align_onestep, configs/asuka-small-128/align_onestep.yaml).
+# LINEAR_ONESTEP_STEPS=<n> (with REUSE or REUSE_COMMIT) does the same for the ablation's linear
+# aligner (stage align_linear_onestep, exported to the -ablations folder), so that the ablation
+# is aligned to the same UNet at the same timestep as the aligner it is compared with.
 #
 # The shipped decoder was made so (MODEL_CARD.md):
 #   REUSE_COMMIT=191c543 DECODER_INIT=reuse DECODER_STEPS=3500 DEFAULT_RESOLUTION=256 \
@@ -36,6 +39,13 @@
 # step 400 with the same settings, then resumed by):
 #   REUSE_COMMIT=86c92bd ALIGN_ONESTEP_STEPS=1000 OMP_NUM_THREADS=2 RUNS=/work/runs/a128al \
 #     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
+# and the continuation of that model on the 51-photo crops, one component per run (a candidate, not yet shipped;
+# TRAINING.md; D=/work/runs/photos/train_crops/128):
+#   REUSE_COMMIT=40fce2e UNET_CONTINUE_STEPS=1500 OMP_NUM_THREADS=2 RUNS=/work/runs/b_unet DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=/work/runs/b_unet/asuka-small ALIGN_ONESTEP_STEPS=800 OMP_NUM_THREADS=2 RUNS=/work/runs/b_al DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=/work/runs/b_al/asuka-small DECODER_INIT=reuse DECODER_STEPS=1200 OMP_NUM_THREADS=2 RUNS=/work/runs/b_dec \
+#     DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=/work/runs/b_dec/asuka-small LINEAR_ONESTEP_STEPS=1800 OMP_NUM_THREADS=2 RUNS=/work/runs/b_lin DATA=$D NICE=0 bash scripts/train_small.sh
 #
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default
@@ -66,9 +76,15 @@ DATA=${DATA:-data/photos/train_crops/128}   # the 128 px crops of scripts/fetch_
 # replaced it (src/asuka/pretrained/asuka-small at commit f318a01): taken from git history.
 INIT=${INIT:-$RUNS/init-64px}
 INIT_COMMIT=f318a01
-if [ -z "${REUSE:-}${REUSE_COMMIT:-}" ] && [ -n "${ONESTEP_STEPS:-}${ALIGN_ONESTEP_STEPS:-}${UNET_CONTINUE_STEPS:-}" ]; then
-  echo "ONESTEP_STEPS / ALIGN_ONESTEP_STEPS / UNET_CONTINUE_STEPS continue a component of an existing model: give REUSE=<model folder>" \
+if [ -z "${REUSE:-}${REUSE_COMMIT:-}" ] && [ -n "${ONESTEP_STEPS:-}${ALIGN_ONESTEP_STEPS:-}${UNET_CONTINUE_STEPS:-}${LINEAR_ONESTEP_STEPS:-}" ]; then
+  echo "ONESTEP_STEPS / ALIGN_ONESTEP_STEPS / UNET_CONTINUE_STEPS / LINEAR_ONESTEP_STEPS continue a component of an existing model: give REUSE=<model folder>" \
     "or REUSE_COMMIT=<commit> too" >&2; exit 2
+fi
+n_modes=0
+for v in "${ONESTEP_STEPS:-}" "${ALIGN_ONESTEP_STEPS:-}" "${UNET_CONTINUE_STEPS:-}" "${LINEAR_ONESTEP_STEPS:-}"; do [ -n "$v" ] && n_modes=$((n_modes + 1)); done
+if [ "$n_modes" -gt 1 ]; then
+  echo "ONESTEP_STEPS, ALIGN_ONESTEP_STEPS, UNET_CONTINUE_STEPS, LINEAR_ONESTEP_STEPS: give one of them (each continues one component of REUSE)" >&2
+  exit 2
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$LOGS"
@@ -169,12 +185,7 @@ continue_one() {  # continue_one STAGE PART STEPS asuka-args...: keep every comp
 }
 
 rm -f "$RUNS/lane.failed"
-n_modes=0
-for v in "${ONESTEP_STEPS:-}" "${ALIGN_ONESTEP_STEPS:-}" "${UNET_CONTINUE_STEPS:-}"; do [ -n "$v" ] && n_modes=$((n_modes + 1)); done
-if [ "$n_modes" -gt 1 ]; then
-  echo "ONESTEP_STEPS, ALIGN_ONESTEP_STEPS, UNET_CONTINUE_STEPS: give one of them (each continues one component of REUSE)" >&2
-  exit 2
-elif [ -n "${REUSE:-}" ] && [ -n "${UNET_CONTINUE_STEPS:-}" ]; then  # the UNet over every noise level, on more photos
+if [ -n "${REUSE:-}" ] && [ -n "${UNET_CONTINUE_STEPS:-}" ]; then  # the UNet over every noise level, on more photos
   continue_one unet_continue unet "$UNET_CONTINUE_STEPS" train unet --config $CFG/unet_continue.yaml export_dir=$MODEL \
       backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init
 elif [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then  # the UNet at its one timestep, on the prior
@@ -184,6 +195,11 @@ elif [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then  # the UNet at its
 elif [ -n "${REUSE:-}" ] && [ -n "${ALIGN_ONESTEP_STEPS:-}" ]; then  # the aligner through the UNet at that timestep
   continue_one align_onestep aligner "$ALIGN_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
       export_dir=$MODEL mae=$MODEL/mae aligner=$RUNS/aligner_init backbone.pretrained=$MODEL
+elif [ -n "${REUSE:-}" ] && [ -n "${LINEAR_ONESTEP_STEPS:-}" ]; then  # the ablation's linear aligner, alike
+  take_reused align_linear_onestep
+  rm -rf "$RUNS/aligner_linear_init"; cp -r "${REUSE%/}-ablations/aligner-linear" "$RUNS/aligner_linear_init"
+  stage align_linear_onestep "$LINEAR_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
+      export_dir=$RUNS/ablations/linear mae=$MODEL/mae aligner=$RUNS/aligner_linear_init backbone.pretrained=$MODEL
 elif [ -n "${REUSE:-}" ]; then
   decoder_only
 elif [ "$PARALLEL" = 1 ]; then
