@@ -177,28 +177,27 @@ decoder_only() {  # REUSE=<model folder>: keep its VAE, UNet, MAE and aligners; 
       backbone.pretrained=$MODEL latent_aug.dir=$RUNS/latent_aug ${DECODER_INIT:+decoder=$DECODER_INIT}
 }
 
-continue_one() {  # continue_one STAGE PART STEPS asuka-args...: keep every component of REUSE, continue PART
-  local name=$1 part=$2 steps=$3; shift 3
+continue_one() {  # continue_one STAGE FROM INIT STEPS asuka-args...: keep every component of REUSE and
+  # train STAGE from a copy of folder FROM at $RUNS/INIT (the export replaces the copy take_reused made)
+  local name=$1 from=$2 init=$3 steps=$4; shift 4
   take_reused "$name"
-  rm -rf "$RUNS/${part}_init"; cp -r "$REUSE/$part" "$RUNS/${part}_init"  # the export replaces $MODEL/$part
+  rm -rf "${RUNS:?}/$init"; cp -r "$from" "$RUNS/$init"
   stage "$name" "$steps" "$@"
 }
 
 rm -f "$RUNS/lane.failed"
 if [ -n "${REUSE:-}" ] && [ -n "${UNET_CONTINUE_STEPS:-}" ]; then  # the UNet over every noise level, on more photos
-  continue_one unet_continue unet "$UNET_CONTINUE_STEPS" train unet --config $CFG/unet_continue.yaml export_dir=$MODEL \
+  continue_one unet_continue "$REUSE/unet" unet_init "$UNET_CONTINUE_STEPS" train unet --config $CFG/unet_continue.yaml export_dir=$MODEL \
       backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init
 elif [ -n "${REUSE:-}" ] && [ -n "${ONESTEP_STEPS:-}" ]; then  # the UNet at its one timestep, on the prior
-  continue_one unet_onestep unet "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
+  continue_one unet_onestep "$REUSE/unet" unet_init "$ONESTEP_STEPS" train unet --config $CFG/unet_onestep.yaml export_dir=$MODEL \
       backbone.pretrained=$MODEL backbone.vae=$MODEL/vae unet.init=$RUNS/unet_init \
       condition.mae=$MODEL/mae condition.aligner=$MODEL/aligner
 elif [ -n "${REUSE:-}" ] && [ -n "${ALIGN_ONESTEP_STEPS:-}" ]; then  # the aligner through the UNet at that timestep
-  continue_one align_onestep aligner "$ALIGN_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
+  continue_one align_onestep "$REUSE/aligner" aligner_init "$ALIGN_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
       export_dir=$MODEL mae=$MODEL/mae aligner=$RUNS/aligner_init backbone.pretrained=$MODEL
 elif [ -n "${REUSE:-}" ] && [ -n "${LINEAR_ONESTEP_STEPS:-}" ]; then  # the ablation's linear aligner, alike
-  take_reused align_linear_onestep
-  rm -rf "$RUNS/aligner_linear_init"; cp -r "${REUSE%/}-ablations/aligner-linear" "$RUNS/aligner_linear_init"
-  stage align_linear_onestep "$LINEAR_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
+  continue_one align_linear_onestep "${REUSE%/}-ablations/aligner-linear" aligner_linear_init "$LINEAR_ONESTEP_STEPS" train align --config $CFG/align_onestep.yaml \
       export_dir=$RUNS/ablations/linear mae=$MODEL/mae aligner=$RUNS/aligner_linear_init backbone.pretrained=$MODEL
 elif [ -n "${REUSE:-}" ]; then
   decoder_only
