@@ -65,6 +65,25 @@ def test_poisson_blend_solves_the_seamless_cloning_equations(fade, guided):
             np.testing.assert_allclose(out[i, ch], ref, atol=5e-6)  # solved in float32
 
 
+def test_poisson_blend_solves_only_around_the_hole_in_any_memory_layout():
+    """A hole far from the border is solved in its bounding box (grown by a pixel); the answer is
+    the dense solve's over the whole image, for inputs in channels-last layout (as numpy images
+    arrive) too, and nothing outside the hole changes."""
+    rng = np.random.default_rng(1)
+    g, f, c = (rng.normal(size=(1, 3, 20, 24)) for _ in range(3))
+    hole = np.zeros((1, 1, 20, 24))
+    hole[0, 0, 6:12, 9:15] = 1
+    hole[0, 0, 12, 11] = 1
+    weight = fade_weight(torch.tensor(hole), 2.0).numpy()
+    last = dict(memory_format=torch.channels_last)
+    out = poisson_blend(torch.tensor(g).to(**last), torch.tensor(f).to(**last), torch.tensor(hole), fade=2.0,
+                        guide=torch.tensor(c).to(**last), tol=1e-10).numpy()
+    for ch in range(3):
+        ref = _dense_reference(g[0, ch], f[0, ch], hole[0, 0] > 0, weight[0, 0], c[0, ch])
+        np.testing.assert_allclose(out[0, ch], ref, atol=5e-6)
+    np.testing.assert_array_equal(out[..., hole[0, 0] == 0], g[..., hole[0, 0] == 0])
+
+
 def test_poisson_blend_follows_the_guide_over_the_fade():
     """With the fill's gradients faded out everywhere, the hole is the guide (which meets the known
     pixels); the continuation guide carries a vertical edge into the hole and keeps the known pixels."""

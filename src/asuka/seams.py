@@ -13,7 +13,8 @@ pass at the output size uses :func:`continuation_guide`, a classical continuatio
 surroundings' edges into the hole).
 
 The system (a 5-point Laplacian on the hole's pixels, Dirichlet on the known ones, Neumann at
-the image border) is solved by conjugate gradients in torch. The pipelines solve it twice
+the image border) is solved by conjugate gradients in torch, on the hole's bounding box grown by
+a pixel (the only pixels its equations read), in place. The pipelines solve it twice
 (:class:`asuka.pipeline_base.AsukaPipelineBase`): on the working batch, to convergence (work
 bounded by the working resolution, on the pipeline's device), then on the region at the output
 size, from the resized first solution, for a bounded number of iterations, guided over the fade
@@ -96,12 +97,40 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
     if guide is not None and guide.shape != image.shape:
         raise ValueError(f"poisson_blend: guide {tuple(guide.shape)} must match image {tuple(image.shape)}")
     dtype = generated.dtype
-    g, known_img = generated.float(), image.float()
     hole = (mask > 0.5).float()
     hole = hole * ((1.0 - hole).sum((-2, -1), keepdim=True) > 0)  # an all-hole item: nothing to meet, kept
+    box = _hole_box(hole)
+    if box is None:
+        return generated
+    # Only the hole's pixels are unknowns, and each equation reads its 4 neighbours: the system
+    # lives in the hole's bounding box grown by a pixel (the same solution, less work)
+    window = (..., slice(box[0], box[1]), slice(box[2], box[3]))
+    def part(t):  # the window, as a contiguous float32 copy (the solver's slices are ~3x slower in other layouts)
+        return t[window].float().contiguous()
+
+    x = _solve(part(generated), part(image), part(hole), fade, None if guide is None else part(guide), tol, max_iter)
+    out = generated.clone()
+    out[window] = torch.where(hole[window] > 0, x.to(dtype), generated[window])
+    return out
+
+
+def _hole_box(hole: torch.Tensor) -> tuple[int, int, int, int] | None:
+    """``(top, bottom, left, right)`` of every item's hole pixels, grown by one pixel and clipped
+    to the image; None without a hole pixel."""
+    rows = torch.nonzero(hole.amax(dim=(0, 1, 3)) > 0).flatten()
+    if rows.numel() == 0:
+        return None
+    cols = torch.nonzero(hole.amax(dim=(0, 1, 2)) > 0).flatten()
+    h, w = hole.shape[-2:]
+    return (max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, h), max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, w))
+
+
+def _solve(g: torch.Tensor, known_img: torch.Tensor, hole: torch.Tensor, fade: float, guide: torch.Tensor | None,
+           tol: float, max_iter: int) -> torch.Tensor:
+    """The hole's pixels of :func:`poisson_blend` (float32, zero outside the hole); every hole
+    pixel's neighbours lie in the window (known pixels, or outside the image: Neumann)."""
     known = 1.0 - hole
     weight = fade_weight(hole, fade)
-    guide = None if guide is None else guide.float()
     # right-hand side: sum over neighbours q of w_pq (g_p - g_q), plus f_q for known q
     degree = torch.zeros_like(hole)
     b = torch.zeros_like(g)
@@ -113,27 +142,44 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
         if guide is not None:
             b += (inside - w_pq) * (guide - _shift(guide, dy, dx))
     b = b * hole
+    return _conjugate_gradients(g * hole, b, degree * hole, hole, tol, max_iter)
 
-    def apply(x):  # A x on the hole's pixels (x is zero outside them)
-        out = degree * x
-        for dy, dx in _NEIGHBOURS:
-            out = out - _shift(x, dy, dx)
-        return out * hole
 
-    # conjugate gradients, per item and channel, from the model's own fill
-    x = g * hole
-    r = b - apply(x)
-    p = r.clone()
-    rr = (r * r).sum((-2, -1), keepdim=True)
-    stop = (tol ** 2) * (b * b).sum((-2, -1), keepdim=True).clamp_min(1e-12)
+def _conjugate_gradients(x: torch.Tensor, b: torch.Tensor, degree: torch.Tensor, hole: torch.Tensor, tol: float,
+                         max_iter: int) -> torch.Tensor:
+    """Solve ``A x = b`` on the hole's pixels by conjugate gradients from ``x`` (zero outside the
+    hole), per item and channel, where ``A v = degree * v - (the sum of v's 4 neighbours)`` there.
+
+    The search direction lives inside a zero-bordered buffer, so its neighbours are four slices
+    of it; every update is in place (the loop is memory-bound: this halves its traffic)."""
+
+    def dot(u, v):  # per item and channel, (B, C, 1, 1)
+        return (u * v).sum((-2, -1), keepdim=True)
+
+    padded = torch.zeros(*x.shape[:-2], x.shape[-2] + 2, x.shape[-1] + 2, dtype=x.dtype, device=x.device)
+    p = padded[..., 1:-1, 1:-1]
+    neighbours, ap = torch.empty_like(x), torch.empty_like(x)
+
+    def apply_to_p():  # ap = A p
+        torch.add(padded[..., 2:, 1:-1], padded[..., :-2, 1:-1], out=neighbours)
+        neighbours.add_(padded[..., 1:-1, 2:]).add_(padded[..., 1:-1, :-2])
+        torch.mul(p, degree, out=ap)
+        ap.addcmul_(neighbours, hole, value=-1.0)
+
+    p.copy_(x)
+    apply_to_p()
+    r = b - ap
+    p.copy_(r)
+    rr = dot(r, r)
+    stop = (tol ** 2) * dot(b, b).clamp_min(1e-12)
     for _ in range(max_iter):
         if bool((rr <= stop).all()):
             break
-        ap = apply(p)
-        alpha = rr / (p * ap).sum((-2, -1), keepdim=True).clamp_min(1e-20)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = (r * r).sum((-2, -1), keepdim=True)
-        p = r + (rr_new / rr.clamp_min(1e-20)) * p
+        apply_to_p()
+        alpha = rr / dot(p, ap).clamp_min(1e-20)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1.0)
+        rr_new = dot(r, r)
+        p.mul_(rr_new / rr.clamp_min(1e-20)).add_(r)
         rr = rr_new
-    return (known * g + hole * x).to(dtype)
+    return x
