@@ -101,10 +101,11 @@ def poisson_blend(generated: torch.Tensor, image: torch.Tensor, mask: torch.Tens
     hole = hole * ((1.0 - hole).sum((-2, -1), keepdim=True) > 0)  # an all-hole item: nothing to meet, kept
     box = _hole_box(hole)
     if box is None:
-        return generated
+        return generated.clone()
     # Only the hole's pixels are unknowns, and each equation reads its 4 neighbours: the system
     # lives in the hole's bounding box grown by a pixel (the same solution, less work)
     window = (..., slice(box[0], box[1]), slice(box[2], box[3]))
+
     def part(t):  # the window, as a contiguous float32 copy (the solver's slices are ~3x slower in other layouts)
         return t[window].float().contiguous()
 
@@ -151,7 +152,7 @@ def _conjugate_gradients(x: torch.Tensor, b: torch.Tensor, degree: torch.Tensor,
     hole), per item and channel, where ``A v = degree * v - (the sum of v's 4 neighbours)`` there.
 
     The search direction lives inside a zero-bordered buffer, so its neighbours are four slices
-    of it; every update is in place (the loop is memory-bound: this halves its traffic)."""
+    of it, and every update is in place: the loop is memory-bound, and this allocates nothing."""
 
     def dot(u, v):  # per item and channel, (B, C, 1, 1)
         return (u * v).sum((-2, -1), keepdim=True)
