@@ -39,13 +39,19 @@
 # step 400 with the same settings, then resumed by):
 #   REUSE_COMMIT=86c92bd ALIGN_ONESTEP_STEPS=1000 OMP_NUM_THREADS=2 RUNS=/work/runs/a128al \
 #     DATA=/work/runs/photos/train_crops/128 NICE=0 bash scripts/train_small.sh
-# and the continuation of that model on the 51-photo crops, one component per run (a candidate, not yet shipped;
+# and the continuation of that model on the 51-photo crops, one component per run (not shipped on its own;
 # TRAINING.md; D=/work/runs/photos/train_crops/128):
 #   REUSE_COMMIT=40fce2e UNET_CONTINUE_STEPS=1500 OMP_NUM_THREADS=2 RUNS=/work/runs/b_unet DATA=$D NICE=0 bash scripts/train_small.sh
 #   REUSE=/work/runs/b_unet/asuka-small ALIGN_ONESTEP_STEPS=800 OMP_NUM_THREADS=2 RUNS=/work/runs/b_al DATA=$D NICE=0 bash scripts/train_small.sh
 #   REUSE=/work/runs/b_al/asuka-small DECODER_INIT=reuse DECODER_STEPS=1200 OMP_NUM_THREADS=2 RUNS=/work/runs/b_dec \
 #     DATA=$D NICE=0 bash scripts/train_small.sh
 #   REUSE=/work/runs/b_dec/asuka-small LINEAR_ONESTEP_STEPS=1800 OMP_NUM_THREADS=2 RUNS=/work/runs/b_lin DATA=$D NICE=0 bash scripts/train_small.sh
+# and the continuation of that one (the b_lin folder above; it was run from a copy in src/asuka/pretrained) on the
+# 197-photo crops, the shipped model since 2026-12-07 (MODEL_CARD.md; D=data/photos/train_crops/128):
+#   REUSE=/work/runs/b_lin/asuka-small UNET_CONTINUE_STEPS=2500 OMP_NUM_THREADS=2 RUNS=runs/c_unet DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=runs/c_unet/asuka-small ALIGN_ONESTEP_STEPS=800 OMP_NUM_THREADS=2 RUNS=runs/c_al DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=runs/c_al/asuka-small DECODER_INIT=reuse DECODER_STEPS=1200 OMP_NUM_THREADS=2 RUNS=runs/c_dec DATA=$D NICE=0 bash scripts/train_small.sh
+#   REUSE=runs/c_dec/asuka-small LINEAR_ONESTEP_STEPS=800 OMP_NUM_THREADS=2 RUNS=runs/c_lin DATA=$D NICE=0 bash scripts/train_small.sh
 #
 # Step counts default to what the shipped model was trained for (MODEL_CARD.md); override any of
 # them, e.g. `UNET_STEPS=20000 bash scripts/train_small.sh`. Runs go to $RUNS (default

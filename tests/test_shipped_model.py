@@ -10,7 +10,8 @@ pixels within 4 px of the known region). Measured when the test was written (202
 unguided): PSNR 12.97 dB (Telea 12.45, mean fill 10.10), band error 7.19 (Telea 7.27, mean fill
 26.46); without the seam blending the model scored 11.82 dB and 14.9, below Telea. With the
 guided pass at the output size and fade 16 (2026-12-02 evening): 13.23 dB and 7.06; with the
-aligner continued at t = 999 (2026-12-03): 13.24 dB and 7.07.
+aligner continued at t = 999 (2026-12-03): 13.24 dB and 7.07; with the UNet, aligner and decoder
+continued on the 51-photo set and then on the 197-photo set (2026-12-07): 13.33 dB and 7.06.
 """
 
 from pathlib import Path
