@@ -55,13 +55,16 @@ more crops later adds new ones and keeps the old ones identical.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import io
 import json
 import math
 import pickle
+import posixpath
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -234,11 +237,12 @@ def _gcompris(activity: str, folder: str, names: str, content: str, short: str,
             # debian/copyright's "Files: *" (GPL-3+) predates these files; each activity's README
             # in the resource file names the photo's author, source and licence (added to the
             # record when fetched: gcompris_attribution)
-            licence="GPL-3+ (debian/copyright, Files: *); the upstream licence from the activity's README",
+            licence="GPL-3+ (debian/copyright, Files: *)",
             author="from the activity's README (Wikimedia Commons photographers, GCompris contributors)",
             content=f"{name.replace('_', ' ')} ({content})",
             split="eval" if name in eval_names else "train",
-            notes="WebP inside the activity's Qt resource file, saved as PNG",
+            notes="WebP inside the activity's Qt resource file, saved as PNG; the author and licence of the "
+                  "activity's README are added when fetched",
         )
         for name in names.split()
     )
@@ -697,25 +701,12 @@ def fetch_originals(
                     shutil.copyfile(copyright_file, licenses / f"{pkg}.copyright")
                 for rel in unlisted_images(root, [p for p in catalogue if p.package == pkg], rejected):
                     print(f"  note: {pkg} ships {rel}, listed neither as kept nor rejected", flush=True)
-                containers: dict[str, dict[str, bytes]] = {}
+                containers: dict[str, dict[str, bytes]] = {}  # each resource file read once
                 for p in (p for p in debian if p.package == pkg):
                     if INNER in p.locator:  # a photo inside a Qt resource file: as PNG, with its README's terms
-                        container, inner = p.locator.split(INNER, 1)
-                        if container not in containers:
-                            containers[container] = qt_resource_files((root / container).read_bytes(), container)
-                        files = containers[container]
-                        if inner not in files:
-                            raise InputError(f"photo {p.id!r}: {inner} is not in {container} of package {pkg} "
-                                             f"(version {version}); the package layout changed -- update CATALOGUE")
                         dst = originals / f"{p.id}.png"
-                        with Image.open(io.BytesIO(files[inner])) as im:
-                            im.convert("RGB").save(dst)
-                        record = records[p.id] = _record(p, dst, f"{pkg} {version}", p.locator)
-                        record["upstream"] = upstream = readme_attribution(files, inner)
-                        if upstream.get("license"):
-                            record["licence"] = f"{upstream['license']} (upstream README); package: {p.licence.split(';')[0]}"
-                        if upstream.get("copyright"):
-                            record["author"] = upstream["copyright"]
+                        upstream = qt_resource_photo(root, p, containers, dst)
+                        records[p.id] = _with_upstream(_record(p, dst, f"{pkg} {version}", p.locator), upstream)
                         continue
                     src = resolve_debian_file(root, p)
                     if src.suffix.lower() == ".pzl":  # a jigzo puzzle: the photo inside, as PNG
@@ -780,8 +771,6 @@ def qt_resource_files(data: bytes, name: str = "resource file") -> dict[str, byt
     child count and first child index, a file its locale and data offset; 8 bytes of modification
     time from version 2 on), names as u16 length + u32 hash + UTF-16BE, data as u32 size + bytes
     (zlib ones start with the u32 uncompressed size)."""
-    import struct
-
     if data[:4] != b"qres":
         raise InputError(f"{name} is not a Qt resource file (no 'qres' header)")
     try:
@@ -820,14 +809,38 @@ def qt_resource_files(data: bytes, name: str = "resource file") -> dict[str, byt
     return files
 
 
+def qt_resource_photo(root: Path, p: Photo, containers: dict[str, dict[str, bytes]], dst: Path) -> dict[str, str]:
+    """Save the photo that ``p.locator`` (``<container>!/<path>``) names inside a Qt resource file of
+    the unpacked package ``root`` to ``dst`` as 8-bit RGB; return its README stanza
+    (:func:`readme_attribution`). ``containers`` caches the files of each resource file read."""
+    container, inner = p.locator.split(INNER, 1)
+    if container not in containers:
+        containers[container] = qt_resource_files((root / container).read_bytes(), container)
+    files = containers[container]
+    if inner not in files:
+        raise InputError(f"photo {p.id!r}: {inner} is not in {container} of package {p.package}; "
+                         f"the package layout changed -- update CATALOGUE")
+    with Image.open(io.BytesIO(files[inner])) as im:
+        im.convert("RGB").save(dst)
+    return readme_attribution(files, inner)
+
+
+def _with_upstream(record: dict, upstream: dict[str, str]) -> dict:
+    """``record`` with a README stanza's terms: kept as ``upstream``, and its licence and author
+    put first (the catalogue's, i.e. the package's, licence kept after it)."""
+    record["upstream"] = upstream
+    if upstream.get("license"):
+        record["licence"] = f"{upstream['license']} (upstream README); package: {record['licence']}"
+    if upstream.get("copyright"):
+        record["author"] = upstream["copyright"]
+    return record
+
+
 def readme_attribution(files: dict[str, bytes], inner: str) -> dict[str, str]:
     """The stanza (``Copyright:``, ``Source:``, ``License:``, ...) naming ``inner``'s file (by its
     name, or its path from the README's folder) in the nearest ``README`` of its folder or a parent
     folder that names it (GCompris documents each activity's images so, in the style of
     debian/copyright); empty if none names it."""
-    import fnmatch
-    import posixpath
-
     base = posixpath.basename(inner)
     folder = posixpath.dirname(inner)
     while folder:
